@@ -107,6 +107,9 @@ class HubSpotConnector:
     def load(self, refs: Sequence[RecordRef]) -> LoadResult:
         return self._reader.load(refs)
 
+    def records_for(self, activity_refs: Sequence[RecordRef]) -> list[RecordRef]:
+        return self._reader.records_for(activity_refs)
+
     def apply(self, plans: Sequence[Plan]) -> ApplyResult:
         return self._writer.apply(plans)
 

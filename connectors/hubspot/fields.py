@@ -23,6 +23,8 @@ OBJECT_TYPE_IDS = {"contact": "0-1", "company": "0-2", "deal": "0-3", "ticket": 
 
 #: Engagement objects Baton reads or writes, by HubSpot name.
 TASKS, NOTES, EMAILS, CALLS = "tasks", "notes", "emails", "calls"
+#: Activity refs (as webhooks name them: "task", "note", ...) -> HubSpot object name.
+ACTIVITY_OBJECTS = {"task": TASKS, "note": NOTES, "email": EMAILS, "call": CALLS}
 
 #: HubSpot-defined association type ids for the engagements Baton creates.
 TASK_ASSOCIATION_TYPES = {"deal": 216, "contact": 204, "company": 192, "ticket": 230}
@@ -48,7 +50,7 @@ RELATED_TYPES = {"deal": ("contact", "company"), "ticket": ("contact", "company"
                  "contact": ("company",), "company": ()}
 
 TASK_PROPERTIES = ("hs_task_subject", "hs_task_body", "hs_timestamp", "hs_task_status",
-                   "hubspot_owner_id")
+                   "hs_task_completion_date", "hubspot_owner_id")
 ACTIVITY_PROPERTIES = {
     NOTES: ("hs_note_body", "hs_timestamp", "hubspot_owner_id"),
     EMAILS: ("hs_email_html", "hs_email_text", "hs_email_direction", "hs_timestamp", "hubspot_owner_id"),

@@ -15,12 +15,12 @@ from hubspot.crm.associations.v4 import (
 )
 from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
 
-from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task, SOURCE_PREFIX
+from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task
 from adapter.ports import Failure, LoadResult
 
 from .batches import batch_errors, chunked, isolate
 from .fields import (
-    ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM, EMAIL_DIRECTIONS, EMAILS,
+    ACTIVITY_OBJECTS, ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM, EMAIL_DIRECTIONS, EMAILS,
     MARKER_PROPERTY, NAME_PROPERTIES, NOTES, OBJECT_TYPE_IDS, OWNER_PROPERTY, PIPELINE_PROPERTY,
     RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields, decode_marker, parse_datetime,
 )
@@ -95,15 +95,19 @@ class Reader:
         if not records:
             return
         ids = list(records)
-        associated = {to: self._associations(hubspot_type, to, ids, result, object_type)
-                      for to in ENGAGEMENTS + tuple(self._fields.object_name(t) for t in RELATED_TYPES[object_type])}
-        failed_ids = {f.ref.id for f in result.failures if f.ref.object_type == object_type}
+        associated: dict[str, dict[str, list[str]]] = {}
+        failed: dict[str, str] = {}
+        for to_type in ENGAGEMENTS + tuple(self._fields.object_name(t) for t in RELATED_TYPES[object_type]):
+            associated[to_type], errors = self._associations(hubspot_type, to_type, ids)
+            failed.update(errors)
+        result.failures.extend(Failure(RecordRef(CRM, object_type, i), reason, True)
+                               for i, reason in failed.items() if i in records)
         engagements = {
             kind: self._read_objects(kind, _union(associated[kind].values()), self._engagement_properties(kind))
             for kind in ENGAGEMENTS
         }
         for record_id, record in records.items():
-            if record_id in failed_ids:
+            if record_id in failed:
                 continue
             ref = RecordRef(CRM, object_type, record_id)
             links = {kind: associated[kind].get(record_id, ()) for kind in associated}
@@ -139,10 +143,11 @@ class Reader:
                 missing.append(ref)  # named OBJECT_NOT_FOUND, or silently absent
         return records, missing, failures
 
-    def _associations(self, from_type: str, to_type: str, ids: Sequence[str], result: LoadResult,
-                      object_type: str) -> dict[str, list[str]]:
-        """from id -> associated ids, following each record's paging until done."""
+    def _associations(self, from_type: str, to_type: str, ids: Sequence[str],
+                      ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """(from id -> associated ids, from id -> error), following each record's paging."""
         found: dict[str, list[str]] = defaultdict(list)
+        errors: dict[str, str] = {}
         api = self._client.crm.associations.v4.batch_api
         for chunk in chunked(ids):
             pending = [PublicFetchAssociationsBatchRequest(id=i) for i in chunk]
@@ -157,13 +162,23 @@ class Reader:
                     if after:
                         pending.append(PublicFetchAssociationsBatchRequest(id=from_id, after=after))
                 for error in batch_errors(response):
-                    if error.category == "NO_ASSOCIATIONS_FOUND":
-                        continue
-                    for record_id in error.ids:
-                        result.failures.append(Failure(
-                            RecordRef(CRM, object_type, record_id),
-                            f"reading {to_type} associations: {error.category}: {error.message}", True))
-        return found
+                    if error.category != "NO_ASSOCIATIONS_FOUND":  # "none" is an answer, not an error
+                        errors.update((i, f"reading {to_type} associations: {error.category}: {error.message}")
+                                      for i in error.ids)
+        return found, errors
+
+    def records_for(self, activity_refs: Sequence[RecordRef]) -> list[RecordRef]:
+        """The records tasks, notes, emails and calls are associated with (v4 batch reads)."""
+        by_kind: dict[str, list[str]] = defaultdict(list)
+        for ref in dict.fromkeys(activity_refs):
+            if ref.crm == CRM and ref.object_type in ACTIVITY_OBJECTS:
+                by_kind[ACTIVITY_OBJECTS[ref.object_type]].append(ref.id)
+        found = []
+        for kind, ids in by_kind.items():
+            for object_type, hubspot_type in self._fields.object_names.items():
+                links, _errors = self._associations(kind, hubspot_type, ids)
+                found += [RecordRef(CRM, object_type, i) for linked in links.values() for i in linked]
+        return list(dict.fromkeys(found))
 
     def _read_objects(self, hubspot_type: str, ids: Sequence[str], properties: list[str]) -> dict:
         """Batch read of associated objects; ones deleted meanwhile are just absent."""
@@ -269,20 +284,21 @@ def task_from(obj) -> Task:
         completed=props.get("hs_task_status") == "COMPLETED",
         source=decode_marker(props.get(MARKER_PROPERTY)),
         body=props.get("hs_task_body") or "",
+        completed_at=parse_datetime(props.get("hs_task_completion_date")),
     )
 
 
 def activity_from(kind: str, obj, url: str | None) -> Activity | None:
-    """A note, email or call as an Activity; None for Baton's own notes and undated ones."""
+    """A note, email or call as an Activity; None when it has no timestamp."""
     props = obj.properties or {}
     at = parse_datetime(props.get("hs_timestamp"))
     if at is None:
         return None
     author = props.get(OWNER_PROPERTY) or None
     if kind == NOTES:
-        if (props.get(MARKER_PROPERTY) or "").startswith(SOURCE_PREFIX):
-            return None  # Baton's transfer log is not a customer conversation
-        return Activity(str(obj.id), "note", at, props.get("hs_note_body") or "", "note", author, True, url)
+        # Baton's own transfer notes come back with their marker, so the core never mines them.
+        return Activity(str(obj.id), "note", at, props.get("hs_note_body") or "", "note", author, True, url,
+                        source=decode_marker(props.get(MARKER_PROPERTY)))
     if kind == EMAILS:
         html_body = props.get("hs_email_html")
         direction = EMAIL_DIRECTIONS.get(props.get("hs_email_direction") or "", "outbound")

@@ -436,6 +436,20 @@ class SalesforceApi:
             idempotent=method != "POST",
         ) or []
 
+    def metadata(self):
+        """simple-salesforce's Metadata API client, its SOAP transport on Baton's HTTP session
+        (timeouts, CA bundle, call counting); rebuilt after a session refresh."""
+        sf = self.sf
+        if sf._mdapi is None:
+            from zeep.transports import Transport
+
+            http = build_http_session(self.settings)
+            http.hooks["response"].append(self._observe)
+            mdapi = sf.mdapi
+            mdapi._client.transport = Transport(session=http, timeout=self.settings.timeout,
+                                                operation_timeout=self.settings.timeout)
+        return sf._mdapi
+
     def describe(self, sobject: str) -> dict:
         return self.call(f"describe {sobject}", lambda sf: sf.restful(f"sobjects/{sobject}/describe"))
 

@@ -1,0 +1,82 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from adapter.errors import MalformedWebhook
+from connectors.hubspot.events import is_own_write, normalize
+from tests.fakes import hubspot_event
+
+
+def test_owner_change_on_a_deal():
+    event = normalize(hubspot_event(101, value="2"))
+    assert (event.crm, event.object_type, event.object_id, event.kind) == ("hubspot", "deal", "101", "owner_change")
+    assert event.property_name == "hubspot_owner_id" and event.property_value == "2"
+    assert event.occurred_at == datetime(2025, 11, 16, 15, 0, tzinfo=timezone.utc)
+    assert event.key == "hubspot:62515:1900001:1:101:1763305200000"
+    assert event.raw["subscriptionId"] == 1_900_001
+
+
+@pytest.mark.parametrize("subscription,type_id,object_type,kind", [
+    ("contact.creation", None, "contact", "created"),
+    ("company.deletion", None, "company", "deleted"),
+    ("ticket.propertyChange", None, "ticket", "property_change"),
+    ("deal.restore", None, "deal", "restored"),
+    ("object.propertyChange", "0-3", "deal", "property_change"),
+    ("object.creation", "0-1", "contact", "created"),
+    ("object.creation", "0-27", "task", "task"),
+    ("object.propertyChange", "0-46", "note", "note"),
+    ("object.creation", "0-49", "email", "email"),
+    ("object.creation", "0-48", "call", "call"),
+])
+def test_subscription_types(subscription, type_id, object_type, kind):
+    extra = {"objectTypeId": type_id} if type_id else {}
+    event = normalize(hubspot_event(7, subscription_type=subscription, property_name="dealstage", **extra))
+    assert (event.object_type, event.kind) == (object_type, kind)
+
+
+@pytest.mark.parametrize("subscription,type_id", [
+    ("product.creation", None), ("line_item.propertyChange", None), ("conversation.creation", None),
+    ("object.creation", "0-7"), ("object.creation", None), ("deal.somethingNew", None),
+])
+def test_unknown_subscriptions_are_ignored(subscription, type_id):
+    extra = {"objectTypeId": type_id} if type_id else {}
+    assert normalize(hubspot_event(7, subscription_type=subscription, **extra)) is None
+
+
+def test_association_change_and_merge_name_their_object():
+    assoc = hubspot_event(0, subscription_type="deal.associationChange", property_name=None, fromObjectId=55,
+                          toObjectId=66, associationType="DEAL_TO_CONTACT")
+    del assoc["objectId"]
+    assert normalize(assoc).object_id == "55"
+    merge = hubspot_event(0, subscription_type="contact.merge", property_name=None, primaryObjectId=77)
+    del merge["objectId"]
+    assert normalize(merge).object_id == "77"
+
+
+def test_dedup_key_separates_what_event_id_alone_does_not():
+    a = normalize(hubspot_event(1, event_id=9))
+    b = normalize(hubspot_event(2, event_id=9))
+    c = normalize(hubspot_event(1, event_id=9, occurred_at=1_763_305_200_001))
+    assert len({a.key, b.key, c.key}) == 3
+    assert normalize(hubspot_event(1, event_id=9)).key == a.key
+
+
+@pytest.mark.parametrize("payload,message", [
+    ([], "not an object"),
+    ({"eventId": 1}, "no subscriptionType"),
+    ({"subscriptionType": "deal.creation", "eventId": 3}, "names no object"),
+    ({"subscriptionType": "deal.creation", "objectId": 1, "occurredAt": "soon"}, "occurredAt"),
+])
+def test_malformed_events(payload, message):
+    with pytest.raises(MalformedWebhook, match=message):
+        normalize(payload)
+
+
+def test_own_writes_are_recognised_by_app_id():
+    ours = normalize(hubspot_event(1, changeSource="INTEGRATION", sourceId="4242"))
+    api = normalize(hubspot_event(1, changeSource="API", sourceId="4242"))
+    other_app = normalize(hubspot_event(1, changeSource="INTEGRATION", sourceId="999"))
+    user = normalize(hubspot_event(1))
+    assert is_own_write(ours, "4242") and is_own_write(api, "4242")
+    assert not is_own_write(other_app, "4242") and not is_own_write(user, "4242")
+    assert not is_own_write(ours, None)
