@@ -45,12 +45,24 @@ def cmd_install(args, settings: Settings) -> int:
             return 2
         from connectors.salesforce.metadata import write_package
 
-        written = write_package(manifest, Path(args.package))
+        written = write_package(
+            manifest, Path(args.package), public_url=settings.public_url,
+            token=settings.get("BATON_SALESFORCE_OUTBOUND_TOKEN"), integration_user=settings.get("SALESFORCE_USERNAME"),
+            enforce=args.enforce,
+        )
         print(f"Wrote a Salesforce metadata source package to {args.package} ({len(written)} files).")
+        if not (settings.public_url and settings.get("BATON_SALESFORCE_OUTBOUND_TOKEN")):
+            print("No Outbound Messages included: set BATON_PUBLIC_URL and BATON_SALESFORCE_OUTBOUND_TOKEN to add them.")
         print(f"Deploy it with: sf project deploy start --source-dir {args.package}")
         return 0
     connector = _connector(args.crm, settings)
-    result = connector.install(manifest, dry_run=args.dry_run)
+    if args.enforce:
+        if args.crm != "salesforce":
+            err.print("--enforce adds Salesforce validation rules; HubSpot has no equivalent")
+            return 2
+        result = connector.install(manifest, dry_run=args.dry_run, enforce=True)
+    else:
+        result = connector.install(manifest, dry_run=args.dry_run)
     verb = "would create" if args.dry_run else "created"
     for name in result.created:
         print(f"{verb}: {name}")
@@ -187,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("crm", choices=CRMS)
     p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     p.add_argument("--package", metavar="DIR", help="salesforce: write a metadata source package instead")
+    p.add_argument("--enforce", action="store_true",
+                   help="salesforce: also add validation rules requiring a user owner and a next action (off by default)")
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("audit", help="list every exception and the planned actions (dry run unless --apply)")

@@ -88,7 +88,7 @@ _DAY_PART = re.compile(
 )
 #: Words that promise "some time" without a date; callers treat them as vague.
 VAGUE_TIME = re.compile(
-    r"\b(?:soon|sometime|some\s+time|at\s+some\s+point|in\s+the\s+(?:near\s+)?future|down\s+the\s+road"
+    r"\b(?:soon|shortly|sometime|some\s+time|at\s+some\s+point|in\s+the\s+(?:near\s+)?future|down\s+the\s+road"
     r"|one\s+of\s+these\s+days|in\s+the\s+coming\s+(?:weeks|months)|when(?:ever)?\s+(?:I|we)\s+(?:can|get\s+a\s+chance))\b",
     re.I,
 )
@@ -174,9 +174,11 @@ def _is_usable(match: re.Match) -> bool:
             return False
         # "sat", "sun", "wed" are ordinary words: abbreviations need "by"/"on"/"next"...
         return name not in _WEEKDAY_ABBREVIATIONS or bool(match.group("prep") or match.group("weekday_mod"))
-    if match.group("numeric") or match.group("ordinal"):
-        # "3/4 of the team", "the 40th anniversary": only read as dates after a preposition.
+    if match.group("numeric"):
+        # "3/4 of the team", "24/7": only read as dates after a preposition.
         return bool(match.group("prep"))
+    if match.group("ordinal"):
+        return 1 <= int(match.group("day_of_month")) <= 31
     return True
 
 
@@ -237,14 +239,14 @@ def _period(text: str, rules: _Rules) -> date | None:
         return today
     next_one = "next" in text
     if "week" in text or text == "eow":
-        monday = today - timedelta(days=today.weekday()) + timedelta(days=7 if next_one else 0)
-        week = [monday + timedelta(days=i) for i in range(7)]
-        days = [d for d in week if d.weekday() in rules.workdays] or week
-        if next_one and any(word in text for word in ("start", "beginning", "early")):
-            return days[0]
-        if not next_one and days[-1] < today:  # "this week" on a Saturday: next week's
-            days = [d + timedelta(days=7) for d in days]
-        return days[-1]
+        # Weeks are runs of workdays, so a Sunday-Thursday team's week ends on Thursday;
+        # on a weekend "this week" is the coming one.
+        this_week_ends = _end_of_work_week(today, rules.workdays)
+        if not next_one:
+            return this_week_ends
+        if any(word in text for word in ("start", "beginning", "early")):
+            return _next_workday(this_week_ends + timedelta(days=1), rules.workdays)
+        return _end_of_work_week(this_week_ends + timedelta(days=1), rules.workdays)
     if "quarter" in text or text == "eoq":
         last_month = (today.month - 1) // 3 * 3 + 3
         return _last_workday_of_month(today.year, last_month, rules.workdays)
@@ -252,10 +254,7 @@ def _period(text: str, rules: _Rules) -> date | None:
     if next_one:
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         if any(word in text for word in ("start", "beginning", "early")):
-            first = date(year, month, 1)
-            while first.weekday() not in rules.workdays:
-                first += timedelta(days=1)
-            return first
+            return _next_workday(date(year, month, 1), rules.workdays)
     last = _last_workday_of_month(year, month, rules.workdays)
     if last < today:  # "end of month" on the 31st, a Saturday
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
@@ -340,6 +339,23 @@ def _day_of_month(day: int, today: date) -> date | None:
             return date(year, month, day)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return None
+
+
+def _end_of_work_week(day: date, workdays: frozenset[int]) -> date:
+    """The last workday of the run of workdays on or after ``day``."""
+    for _ in range(14):
+        if day.weekday() in workdays and (day + timedelta(days=1)).weekday() not in workdays:
+            return day
+        day += timedelta(days=1)
+    return day  # every day (or no day) is a workday: two weeks out is as good as any
+
+
+def _next_workday(day: date, workdays: frozenset[int]) -> date:
+    for _ in range(7):
+        if day.weekday() in workdays:
+            return day
+        day += timedelta(days=1)
+    return day
 
 
 def _last_workday_of_month(year: int, month: int, workdays: frozenset[int]) -> date:

@@ -29,6 +29,7 @@ WRITER, RECIPIENT, NAMED = "writer", "recipient", "named"
 DIRECTIONS = ("note", "outbound", "inbound")
 
 ACTION_VERBS = frozenset("""
+    activate come configure regroup deploy enable fill find install integrate intro let migrate
     add answer approve arrange ask assign attach attend book brief bring build call cancel catch chase
     check circle close collect compare compile complete confirm connect contact coordinate countersign
     cover create credit deliver demo dig discuss do document draft drop email escalate estimate execute
@@ -51,21 +52,40 @@ _FORMULAIC = re.compile(r"^(?:(?:find|see) (?:attached|enclosed|below)|let (?:me
 
 _HEDGES = re.compile(r"\b(?:might|may|maybe|perhaps|possibly|probably|hopefully|likely|try(?:ing)? to|try and|hope to|if (?:I|we) can|if possible|ideally|tentatively|should|could|would|'d)\b", re.I)
 _CONDITION = re.compile(r"\b(?:if|once|assuming|provided|unless|depending)\b", re.I)
-_NEGATION = re.compile(r"^(?:not|never|no longer)\b", re.I)
+_NEGATION = re.compile(r"^(?:not|never|no longer|do not|don't|dont)\b", re.I)
 _PRELUDE = re.compile(
-    r"^(?:also|just|definitely|certainly|absolutely|surely|probably|hopefully|likely|quickly|then|still|first|personally|actually|"
+    r"(?:also|just|definitely|certainly|absolutely|surely|probably|hopefully|likely|quickly|then|still|first|personally|actually|"
     r"gladly|def|both|further|please|kindly|go ahead and|make sure to|be sure to|try to|try and|be able to|get around to|"
-    r"get a chance to|need to|have to|want to|plan to|start)\s+", re.I)
+    r"get a chance to|need to|have to|want to|plan to|start|double|re)[\s-]+", re.I)
+_CONTRACTED_MODALS = ("'ll", "'m going to", "'re going to", "'m gonna", "'re gonna", "'d", "'m planning to", "'re planning to",
+                      "'m hoping to", "'re hoping to", "'d like to", "'d be happy to", "'d love to", "'m happy to", "'re happy to")
+_SPACED_MODALS = ("will", "shall", "am going to", "are going to", "am gonna", "would", "need to", "have to", "must", "should",
+                  "can", "could", "might", "may", "plan to", "am planning to", "are planning to", "hope to", "intend to",
+                  "promise to", "promised to", "aim to", "expect to", "would like to", "am happy to", "are happy to",
+                  "would be happy to")
+_SUBJECTLESS_MODALS = ("will", "'ll", "going to", "gonna", "need to", "needs to", "have to", "plan to", "planning to",
+                       "must", "promised to", "promised them I'd", "told them I'd", "told them we'd", "told him I'd", "told her I'd")
+
+
+def _alternation(phrases) -> str:
+    """Regex alternation, longest first so "'d be happy to" wins over "'d"."""
+    return "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in sorted(phrases, key=len, reverse=True))
+
+
 _FIRST_PERSON = re.compile(
-    r"\b(?P<subject>I|we|our team|my team)\s*(?P<modal>'ll|'m going to|'re going to|'m gonna|'re gonna|'d|'m planning to|'re planning to|"
-    r"'m hoping to|'re hoping to|'d like to|'d be happy to|'d love to|\s+(?:will|shall|am going to|are going to|am gonna|would|need to|have to|must|should|"
-    r"can|could|might|may|plan to|am planning to|are planning to|hope to|intend to|promised? to|aim to|expect to|would like to|"
-    r"(?:am|are|would be) happy to|told (?:them|him|her) (?:I|we)'d))\s+", re.I)
-_SUBJECTLESS = re.compile(r"(?:^|[,;:(\u2013-]\s*)(?P<modal>will|'ll|going to|gonna|need to|needs to|have to|plan to|planning to|must)\s+", re.I)
+    rf"\b(?P<subject>I|we|our team|my team)(?P<modal>{_alternation(_CONTRACTED_MODALS)}|\s+(?:{_alternation(_SPACED_MODALS)}))\s+",
+    re.I)
+_SUBJECTLESS = re.compile(
+    rf"(?:^|[,;:(\u2013-]\s*)(?:(?:probably|definitely|also|then|still|just)\s+)?(?P<modal>{_alternation(_SUBJECTLESS_MODALS)})\s+",
+    re.I)
+#: A trigger right after these words sits in a subordinate clause: "... whether we can extend".
+_SUBORDINATE = re.compile(r"\b(?:whether|if|that|so|because|since|when|once|unless|until|while|though|although)\s*$", re.I)
+#: "I'm sending the contract Friday": a present progressive is a promise only with a date.
+_PROGRESSIVE = re.compile(r"\b(?:I'm|I\s+am|we're|we\s+are)\s+(?=\w+ing\b)", re.I)
 _LET_ME = re.compile(r"\blet\s+(?P<subject>me|us)\s+(?!know\b)|\b(?P<lets>let'?s)\s+", re.I)
 _REQUEST = re.compile(
     r"\b(?:(?:can|could|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:be able to\s+)?|please\s+|pls\s+|(?:I|we)\s+need\s+you\s+to\s+|"
-    r"(?:I|we)'d\s+(?:like|love)\s+(?:for\s+)?you\s+to\s+|any\s+chance\s+you\s+(?:could|can)\s+|(?:can|could|may)\s+(?:we|I)\s+(?:please\s+)?(?=get\b))",
+    r"(?:I|we)'d\s+(?:like|love)\s+(?:for\s+)?you\s+to\s+|(?:can|could)\s+(?:someone|somebody|anyone|your team)\s+|any\s+chance\s+you\s+(?:could|can)\s+|(?:can|could|may)\s+(?:we|I)\s+(?:please\s+)?(?=get\b))",
     re.I)
 _YOU_WILL = re.compile(r"\byou\s*(?:'ll|'re going to|\s+will|\s+are going to|\s+said you'?d|\s+said you would|\s+mentioned you'?d|\s+promised to)\s+", re.I)
 _MENTION = re.compile(r"@(?P<mention>[A-Za-z][\w.-]*)[,:]?\s*(?:please\s+|pls\s+|can you\s+|could you\s+|to\s+|will\s+|'ll\s+)?")
@@ -74,10 +94,14 @@ _THIRD_PARTIES = frozenset("customer client they he she it legal procurement fin
                            "this that everyone someone nobody prospect buyer champion cfo ceo cto vp".split())
 _IMPERATIVE_START = re.compile(r"(?:^|;\s+)(?:also,?\s+)?(?=[A-Za-z])", re.I)
 #: Words after a verb-looking first word that show it is a noun: "Call went well", "Demo scheduled".
-_NOUN_USE = re.compile(r"^(?:with|from|went|was|were|is|are|has|had|notes|recap|summary|done|invite|today|yesterday|\w+ed)\b", re.I)
+_NOUN_USE = re.compile(
+    r"^(?:with|from|went|was|were|is|are|has|had|notes|recap|summary|invite|today|yesterday|looks|seems"
+    r"|sent|done|got|came|given|taken|(?:\w+ed|set|made|left|run)(?=\s*$|\s*[,.;:!]|\s+(?:for|with|on|by|at|to|in|and|yesterday|today|last|this|already|out)\b))",
+    re.I)
 
 _CLAUSE_END = re.compile(
-    r"(?:\s*,\s*(?=(?:thanks|thank you|thx|cheers|hope|let me|talk|looking|if|so|but|and (?:I|we|they|you)|which|as|just|ok|okay)\b)"
+    r"(?:\s*,\s*(?=(?:thanks|thank you|thx|cheers|hope|let me|talk|looking|if|so|but|and (?:I|we|they|you)|which|as|just|ok|okay"
+    r"|my|our|I|we|they|he|she|it's|this|that|targeting|aiming|ideally)\b)"
     r"|\s+\b(?:so that|so|because|since|as|if|once|when|whenever|unless|in case|while|assuming|provided|but|though|although|"
     r"which|to make sure|to see if|and see|just in case)\b|\s+[-\u2013\u2014]\s|\s*[(;:]).*$",
     re.I | re.S)
@@ -87,7 +111,10 @@ _CALL_CONTEXT = re.compile(r"\b(?:voicemail|vm|call(?:ed|ing)?|phone|dial(?:l?ed
 _EMAIL_CONTEXT = re.compile(r"\b(?:e-?mail(?:ed)?|inbox|no reply|replied)\b", re.I)
 _ABSOLUTE_SYNONYMS = ((re.compile(r"^circle back\b", re.I), "follow up"), (re.compile(r"^shoot\b(?: over)?", re.I), "send"),
                       (re.compile(r"^be in touch\b", re.I), "follow up"),
-                      (re.compile(r"^have (.+?) (?:over |back )?(?:to them|over|ready)$", re.I), r"send \1"))
+                      (re.compile(r"^have (.+?) (?:over |back )?(?:to (?:them|him|her)|over)$", re.I), r"send \1"),
+                      (re.compile(r"^have (.+?) ready$", re.I), r"prepare \1"),
+                      # "have the contract signed": someone else may sign, we make it happen
+                      (re.compile(r"^have (.+? (?:\w+ed|sent|done|written))$", re.I), r"get \1"))
 
 
 @dataclass(frozen=True)
@@ -115,7 +142,7 @@ class _Trigger:
     """Where a commitment starts in a sentence and whose it is."""
     start: int
     verb_at: int
-    kind: str  # first_person | subjectless | let_me | lets | request | you_will | named | unknown_named | imperative
+    kind: str  # a key of _BASE_CONFIDENCE
     actor: str
     actor_name: str | None = None
     modal: str = ""
@@ -165,6 +192,8 @@ def _find_triggers(text: str, sentence: Sentence, direction: str, people) -> lis
     mine = direction != "inbound"  # in inbound mail "I"/"we" is the customer
 
     def add(match, kind, actor, name=None, modal=""):
+        if _SUBORDINATE.search(text, 0, match.start()):
+            return
         if actor and not any(t.start <= match.start() < t.verb_at for t in found):
             found.append(_Trigger(match.start(), match.end(), kind, actor, name, modal.strip().lower()))
 
@@ -179,6 +208,8 @@ def _find_triggers(text: str, sentence: Sentence, direction: str, people) -> lis
             add(match, "request", RECIPIENT)
     for match in _FIRST_PERSON.finditer(text):
         add(match, "first_person", WRITER if mine else None, modal=match.group("modal"))
+    for match in _PROGRESSIVE.finditer(text):
+        add(match, "progressive", WRITER if mine else None)
     for match in _SUBJECTLESS.finditer(text):
         add(match, "subjectless", WRITER if mine else None, modal=match.group("modal"))
     for match in _LET_ME.finditer(text):
@@ -227,19 +258,22 @@ def _people_pattern(known_people: tuple[str, ...]) -> _People | None:
     names = "|".join(re.escape(name) for name in sorted(spellings, key=len, reverse=True))
     subject = re.compile(
         rf"(?<!@)\b(?P<name>{names})(?P<how>\s*'ll|\s+will|\s+is going to|'s going to|\s+to|\s+can|\s+should|"
-        rf"\s+needs to|\s+has to|\s+plans to|,?\s+please|,\s+(?:can|could|would) you(?:\s+please)?)\s+")
+        rf"\s+needs to|\s+has to|\s+plans to|,?\s+please|,\s+(?:can|could|would) you(?:\s+please)?"
+        rf"|\s+said (?:she|he|they)(?:'d|\s+would|\s+will|'ll))\s+")
     delegation = re.compile(rf"\b(?:asked|told|have|having|get|getting)\s+(?P<name>{names})\s+(?:to\s+)?")
     return _People(subject, delegation, canonical)
 
 
-_AND_NEXT_VERB = re.compile(r"\s*,?\s+(?:and(?:\s+then)?|then)\s+(?P<verb>[a-z]+)\b", re.I)
+_AND_NEXT_VERB = re.compile(r"(?:\s*,?\s+(?:and(?:\s+then)?|then|&)|\s*,)\s+(?P<verb>[a-z]+)\b", re.I)
 _HEDGED_MODALS = frozenset(("'d", "would", "should", "could", "can", "might", "may", "hope to", "'m hoping to",
                             "'re hoping to", "'d like to", "would like to", "'d love to", "'d be happy to",
                             "am happy to", "are happy to", "would be happy to"))
 _HEDGED_PRELUDE = re.compile(r"\b(?:probably|hopefully|likely|try to|try and|maybe|perhaps)\b", re.I)
 _BODY_HEDGES = re.compile(r"\b(?:if (?:I|we) can|if possible|hopefully|probably|maybe|perhaps|tentatively|ideally|or so)\b", re.I)
-_BASE_CONFIDENCE = {"first_person": 0.75, "subjectless": 0.75, "named": 0.75, "request": 0.75, "let_me": 0.75,
+_BASE_CONFIDENCE = {"first_person": 0.75, "progressive": 0.7, "subjectless": 0.75, "named": 0.75, "request": 0.75, "let_me": 0.75,
                     "you_will": 0.7, "imperative": 0.7, "lets": 0.6, "unknown_named": 0.55}
+#: Verbs that make no task on their own: "Will do.", "I'll try."
+_NEEDS_OBJECT = frozenset("do go get take make try work handle send".split())
 _INDIRECT_OBJECTS = frozenset(("you", "me", "us", "them", "him", "her"))
 _PARTICLES = frozenset("back up over in on off out to through around along about at for with when if and".split())
 _PRONOUNS_FOR_OWNER = {  # a customer's words, retold as the rep's to-do
@@ -249,18 +283,18 @@ _PRONOUNS_FOR_OWNER = {  # a customer's words, retold as the rep's to-do
 
 
 def _split_on_dated_and(text, verb_at, end, now, end_of_day, workdays):
-    """Split "send the deck today and call them Friday" into two clauses, one per deadline.
+    """Split coordinated promises: "send the deck today, schedule a call Friday and loop in Priya".
 
-    Without a deadline on both sides ("check with legal and get back to you by
-    Friday") the clause stays whole: it is one promise with one date.
+    A part that carries its own deadline closes a commitment. An undated part
+    before a dated one stays attached: "check with legal and get back to you by
+    Friday" is one promise with one date.
     """
     start = verb_at
     for match in _AND_NEXT_VERB.finditer(text, verb_at, end):
-        if _lemma(match.group("verb")) not in ACTION_VERBS:
+        if _lemma(match.group("verb")) not in ACTION_VERBS or len(text[start:match.start()].split()) < 2:
             continue
         left = find_deadline(text[start:match.start()], now, end_of_day, workdays)
-        right = find_deadline(text[match.end("verb") - len(match.group("verb")):end], now, end_of_day, workdays)
-        if left and left.due and right and right.due:
+        if left is not None and left.due is not None:
             yield start, match.start()
             start = match.start("verb")
     yield start, end
@@ -268,61 +302,68 @@ def _split_on_dated_and(text, verb_at, end, now, end_of_day, workdays):
 
 def _read_clause(text, sentence, trigger, verb_at, end, previous_end, context, direction, now, end_of_day, workdays):
     lead_in = text[previous_end:trigger.start]
-    hedged = trigger.modal in _HEDGED_MODALS or bool(_HEDGED_PRELUDE.search(lead_in))
+    hedged = trigger.modal in _HEDGED_MODALS or bool(_HEDGED_PRELUDE.search(text, previous_end, verb_at))
     body_start = verb_at
     while prelude := _PRELUDE.match(text, body_start, end):
         hedged = hedged or bool(_HEDGED_PRELUDE.match(prelude.group()))
         body_start = prelude.end()
     body = text[body_start:end]
-    if body.lower().startswith("be ") and body.split()[1:2] and body.split()[1].lower().endswith("ing"):
+    if re.match(r"be\s+\w+ing\b", body, re.I):
         body_start += 3  # "I'll be sending" -> "sending"
         body = text[body_start:end]
-    if _NEGATION.match(body) or _FORMULAIC.match(body):
+    if not body[:1].isalpha() or _NEGATION.match(body) or _FORMULAIC.match(body):
         return None
-    first_word = body.split(maxsplit=1)[0] if body.strip() else ""
-    verb = _lemma(first_word)
-    vague = bool(_VAGUE_ACTIONS.match(body))
-    if verb not in ACTION_VERBS and not vague:
-        return None
-    if trigger.kind == "imperative":
-        after = body[len(first_word):].strip()
-        if _NOUN_USE.match(after) or first_word[:1].islower() and sentence.text[:1].isupper() and trigger.start == 0:
-            return None
+    first_word = body.split(maxsplit=1)[0]
+    if trigger.kind == "imperative" and (_lemma(first_word) not in ACTION_VERBS
+                                         or _NOUN_USE.match(body[len(first_word):].strip())):
+        return None  # "Call went well", "Demo scheduled for Thursday"
 
     deadline = find_deadline(body, now, end_of_day, workdays)
     title_spans = deadline.spans if deadline else ()
     if deadline is None and len(lead_in.split()) <= 5:  # "On Friday, I'll send ..."
         deadline = find_deadline(lead_in, now, end_of_day, workdays)
     due = deadline.due if deadline else None
-    if trigger.kind == "imperative" and verb != first_word.lower() and due is None:
+    if trigger.kind in ("imperative", "progressive") and _lemma(first_word) != first_word.lower() and due is None:
         return None  # "Following up on our call" is a greeting; "Sending pricing Friday" is a to-do
 
-    action = _title(body, title_spans, verb, first_word, trigger.actor, context)
-    if not action:
-        return None
-    confidence = _BASE_CONFIDENCE[trigger.kind] + (0.08 if trigger.kind == "imperative" and sentence.in_task_list else 0)
-    if due is not None:
-        confidence += 0.15
-    elif deadline is not None and deadline.spans and not VAGUE_TIME.search(body):
-        confidence -= 0.15  # the date it names is already past: more likely a report than a promise
-    if _CONDITION.search(lead_in) or _CONDITION.search(_CLAUSE_END.search(body).group() if _CLAUSE_END.search(body) else ""):
-        confidence -= 0.1
-    if hedged or _BODY_HEDGES.search(body):
-        confidence = min(confidence, 0.65)
-    if (vague or VAGUE_TIME.search(body)) and due is None:
-        confidence = min(confidence, 0.4)
-    if trigger.kind == "unknown_named":
-        confidence = min(confidence, 0.55)
-    if trigger.kind == "lets" and due is None:
-        confidence = min(confidence, 0.5)
+    action = _title(body, title_spans, first_word, trigger.actor, context)
+    verb = action.split(maxsplit=1)[0].lower() if action else ""
+    vague = bool(_VAGUE_ACTIONS.match(action))
+    if not vague and (verb not in ACTION_VERBS or (verb in _NEEDS_OBJECT and " " not in action)):
+        return None  # "I'll be out Friday", "Will do."
     return Commitment(
         action=action,
         due=due,
         actor=trigger.actor,
         actor_name=trigger.actor_name,
-        confidence=round(max(0.05, min(confidence, 0.95)), 2),
+        confidence=_confidence(trigger, sentence, body, lead_in, deadline, hedged, vague),
         quote=sentence.text.strip(),
     )
+
+
+def _confidence(trigger, sentence, body, lead_in, deadline, hedged, vague) -> float:
+    """How sure we are this is a promise to act: the bands are documented in docs/commitments.md."""
+    confidence = _BASE_CONFIDENCE[trigger.kind]
+    if trigger.kind == "imperative" and sentence.in_task_list:
+        confidence += 0.08
+    if deadline is not None and deadline.due is not None:
+        confidence += 0.15
+    elif deadline is not None:
+        confidence -= 0.15  # it names a day already past: more likely a report than a promise
+    if _CONDITION.search(lead_in) or _CONDITION.search(body):
+        confidence -= 0.1
+    if hedged or _BODY_HEDGES.search(body):
+        confidence = min(confidence, 0.65)
+    undated = deadline is None or deadline.due is None
+    if vague and undated:
+        confidence = min(confidence, 0.4)  # "let's touch base sometime"
+    elif VAGUE_TIME.search(body) and undated:
+        confidence = min(confidence, 0.7)  # "I'll send it over shortly": a promise, no date
+    if trigger.kind == "unknown_named":
+        confidence = min(confidence, 0.55)
+    if trigger.kind == "lets" and (deadline is None or deadline.due is None):
+        confidence = min(confidence, 0.5)
+    return round(max(0.05, min(confidence, 0.95)), 2)
 
 
 def _lemma(word: str) -> str:
@@ -335,7 +376,7 @@ def _lemma(word: str) -> str:
     return word
 
 
-def _title(body: str, date_spans, verb: str, first_word: str, actor: str, context: str) -> str:
+def _title(body: str, date_spans, first_word: str, actor: str, context: str) -> str:
     """The imperative task title for a clause: verb phrase, no date, no filler."""
     chars = list(body)
     for start, stop in date_spans:
@@ -346,21 +387,25 @@ def _title(body: str, date_spans, verb: str, first_word: str, actor: str, contex
     words = phrase.split()
     if not words:
         return ""
-    words[0] = verb if first_word and words[0] == first_word else words[0]
+    verb = _lemma(words[0]) if words[0] == first_word else words[0].lower()
+    words[0] = verb
     if len(words) > 2 and verb in _DITRANSITIVE and words[1].lower() in _INDIRECT_OBJECTS \
             and words[2].lower() not in _PARTICLES:
         del words[1]  # "send you the deck" -> "send the deck"
     swaps = _PRONOUNS_FOR_OWNER[RECIPIENT if actor == RECIPIENT else WRITER]
     words = [swaps.get(word.lower(), word) for word in words]
-    phrase = " ".join(words)
-    phrase = _normalise_verb(phrase, context)
+    phrase = _trim(" ".join(words))
+    phrase = _trim(_normalise_verb(phrase, context))
+    if len(phrase) > MAX_ACTION_LENGTH:
+        phrase = _trim(phrase[: MAX_ACTION_LENGTH + 1].rsplit(" ", 1)[0])
+    return phrase[:1].upper() + phrase[1:]
+
+
+def _trim(phrase: str) -> str:
+    """Drop trailing punctuation and dangling words ("... to the", "... and")."""
     while (trimmed := _TRAILING_JUNK.sub("", phrase)) != phrase:
         phrase = trimmed
-    if len(phrase) > MAX_ACTION_LENGTH:
-        phrase = phrase[: MAX_ACTION_LENGTH + 1].rsplit(" ", 1)[0]
-        while (trimmed := _TRAILING_JUNK.sub("", phrase)) != phrase:
-            phrase = trimmed
-    return phrase[:1].upper() + phrase[1:]
+    return phrase
 
 
 def _normalise_verb(phrase: str, context: str) -> str:

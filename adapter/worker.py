@@ -6,7 +6,8 @@
   pending sets.
 * `tick`: the periodic housekeeping every worker takes turns at (deadlines due, recovery,
   sweeps), at most once per period across all workers.
-* `run_worker`: one or more rq workers with rq's scheduler (delayed retries) and a ticker.
+* `run_worker`: one or more rq workers with rq's scheduler (delayed retries) and a ticker
+  (`BATON_DEADLINE_INTERVAL`, default 30 s; `BATON_SWEEP_INTERVAL`, default 900 s, 0 = off).
 
 Nothing here imports a connector: `Runtime.connector(crm)` gets one from a factory, by
 default `adapter.jobs.connector_from_settings` (the one place that imports `connectors`).
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
-from rq import Worker, get_current_job
+from rq import SimpleWorker, get_current_job
 
 from adapter.errors import FatalCrmError, RetriableCrmError
 from adapter.model import RecordRef
@@ -202,13 +203,17 @@ def run_deadlines(queue: RealtimeQueue, now: float | None = None) -> dict[str, i
 def tick(runtime: Runtime) -> None:
     """Periodic work; each piece runs on one worker per period, whichever gets there first."""
     queue = runtime.queue
-    if queue.once_per("deadlines", DEADLINE_PERIOD * 0.9):
+    if queue.once_per("deadlines", deadline_period(runtime.settings) * 0.9):
         run_deadlines(queue)
     period = runtime.settings.get_float("BATON_SWEEP_INTERVAL", SWEEP_PERIOD)
     if period > 0 and queue.once_per("sweep", period):
         for crm in runtime.crms():
             queue.rq.enqueue_call("adapter.jobs.sweep", args=(crm,), timeout=3600, result_ttl=3600,
                                   description=f"sweep {crm}")
+
+
+def deadline_period(settings: Settings) -> float:
+    return max(0.1, settings.get_float("BATON_DEADLINE_INTERVAL", DEADLINE_PERIOD))
 
 
 def current_token() -> str:
@@ -219,7 +224,7 @@ def current_token() -> str:
 # Running workers ------------------------------------------------------------------------------
 
 def _ticker(runtime: Runtime, stop: threading.Event) -> None:
-    while not stop.wait(DEADLINE_PERIOD / 3):
+    while not stop.wait(deadline_period(runtime.settings) / 3):
         try:
             tick(runtime)
         except Exception:  # keep ticking through a Redis blip; the next period retries
@@ -236,7 +241,10 @@ def _work(settings: Settings, burst: bool) -> bool:
     if not burst:
         ticker = threading.Thread(target=_ticker, args=(runtime, stop), name="baton-ticker", daemon=True)
         ticker.start()
-    worker = Worker([queue.rq], connection=queue.redis, maintenance_interval=60)
+    # Jobs run in the worker process (no fork per job), so a connector's caches (owners,
+    # pipelines) and HTTP connections last from one batch to the next. A crash mid-job is
+    # covered by rq's abandoned-job handling and the job's retries.
+    worker = SimpleWorker([queue.rq], connection=queue.redis, maintenance_interval=60)
     try:
         return worker.work(burst=burst, with_scheduler=True, logging_level=settings.get("BATON_LOG_LEVEL", "INFO"))
     finally:

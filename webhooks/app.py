@@ -30,7 +30,7 @@ def create_app(settings: Settings, *, queue: RealtimeQueue | None = None) -> Fla
             "BATON_CRMS is not set, and no HUBSPOT_* or SALESFORCE_* setting says which CRM to serve"
         )
     app = Flask("baton")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1  # the inbox answers 413 itself, with a reason
     app.config["BATON_SETTINGS"] = settings
     receivers = {}
     if "hubspot" in crms:

@@ -124,7 +124,9 @@ class Inbox:
         limit = receiver.max_body
         if request.content_length is not None and request.content_length > limit:
             raise Rejected(413, "too_large", f"body of {request.content_length} bytes exceeds {limit}")
-        request.max_content_length = limit  # bounds a chunked body werkzeug reads for us
+        # A chunked body has no Content-Length: werkzeug stops reading at max_content_length,
+        # so allow one byte more than the limit and look at what was read.
+        request.max_content_length = limit + 1
         try:
             body = request.get_data(cache=True)
         except Exception as exc:  # werkzeug's RequestEntityTooLarge, or a client that went away

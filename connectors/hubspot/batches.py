@@ -41,9 +41,9 @@ def batch_errors(response) -> list[BatchError]:
 
 def isolate(items: Sequence[T], send: Callable[[Sequence[T]], R], key: Callable[[T], str] | None = None,
             ) -> tuple[list[R], list[tuple[T, HubSpotApiError]]]:
-    """Send `items` as one batch; when HubSpot refuses the whole batch (4xx), find the culprits.
+    """Send `items` as one batch; when HubSpot refuses the whole batch (400), find the culprits.
 
-    HubSpot answers some invalid batches with one 400 for all inputs. When the error names
+    HubSpot answers a batch with one invalid input with a 400 for all of them. When the error names
     ids (`context.ids`) and `key` maps items to ids, those items are set aside and the rest
     sent again once; otherwise the batch is split in halves until the refused inputs stand
     alone. A refused batch was not carried out, so resending its other inputs is safe.
@@ -52,6 +52,8 @@ def isolate(items: Sequence[T], send: Callable[[Sequence[T]], R], key: Callable[
     try:
         return [send(items)], []
     except HubSpotApiError as error:
+        if error.status != 400:
+            raise  # auth, scopes, a missing endpoint: the same for every input
         if len(items) == 1:
             return [], [(items[0], error)]
         named = set(error.ids)

@@ -89,29 +89,29 @@ class Reader:
     # -- one batch of up to 100 records ------------------------------------------------------
     def _load_chunk(self, object_type: str, refs: Sequence[RecordRef], result: LoadResult) -> None:
         hubspot_type = self._fields.object_name(object_type)
-        records, missing, failed = self._read_records(object_type, refs)
+        records, missing, refused = self._read_records(object_type, refs)
         result.missing.extend(missing)
-        result.failures.extend(failed)
+        result.failures.extend(refused)
         if not records:
             return
         ids = list(records)
         associated: dict[str, dict[str, list[str]]] = {}
-        failed: dict[str, str] = {}
+        unreadable: dict[str, str] = {}
         for to_type in ENGAGEMENTS + tuple(self._fields.object_name(t) for t in RELATED_TYPES[object_type]):
             associated[to_type], errors = self._associations(hubspot_type, to_type, ids)
-            failed.update(errors)
-        result.failures.extend(Failure(RecordRef(CRM, object_type, i), reason, True)
-                               for i, reason in failed.items() if i in records)
+            unreadable.update(errors)
+        # A snapshot missing its tasks would make the core create a second prompt: skip the record.
+        result.failures.extend(Failure(RecordRef(CRM, object_type, i), reason, retriable=True)
+                               for i, reason in unreadable.items() if i in records)
         engagements = {
             kind: self._read_objects(kind, _union(associated[kind].values()), self._engagement_properties(kind))
             for kind in ENGAGEMENTS
         }
         for record_id, record in records.items():
-            if record_id in failed:
-                continue
-            ref = RecordRef(CRM, object_type, record_id)
-            links = {kind: associated[kind].get(record_id, ()) for kind in associated}
-            result.snapshots.append(self._snapshot(ref, record, links, engagements))
+            if record_id not in unreadable:
+                links = {kind: associated[kind].get(record_id, ()) for kind in associated}
+                result.snapshots.append(self._snapshot(RecordRef(CRM, object_type, record_id), record, links,
+                                                       engagements))
 
     def _read_records(self, object_type: str, refs: Sequence[RecordRef]):
         hubspot_type = self._fields.object_name(object_type)
@@ -126,22 +126,16 @@ class Reader:
         responses, refused = isolate(refs, send, key=lambda ref: ref.id)
         records = {r.id: r for response in responses for r in response.results or ()}
         by_id = {ref.id: ref for ref in refs}
-        missing, failures = [], [Failure(ref, str(error)) for ref, error in refused]
-        not_found = set()
+        failures = {ref.id: Failure(ref, str(error)) for ref, error in refused}
         for response in responses:
             for error in batch_errors(response):
-                for record_id in error.ids:
-                    if record_id not in by_id or record_id in records:
-                        continue
-                    if error.category == "OBJECT_NOT_FOUND":
-                        not_found.add(record_id)
-                    else:
-                        failures.append(Failure(by_id[record_id], f"{error.category}: {error.message}"))
-        refused_ids = {f.ref.id for f in failures}
-        for ref in refs:
-            if ref.id not in records and ref.id not in refused_ids:
-                missing.append(ref)  # named OBJECT_NOT_FOUND, or silently absent
-        return records, missing, failures
+                if error.category == "OBJECT_NOT_FOUND":
+                    continue  # reported as missing below
+                failures.update((i, Failure(by_id[i], f"{error.category}: {error.message}"))
+                                for i in error.ids if i in by_id and i not in records)
+        # Named OBJECT_NOT_FOUND, or silently absent: either way HubSpot has no such record.
+        missing = [ref for ref in refs if ref.id not in records and ref.id not in failures]
+        return records, missing, list(failures.values())
 
     def _associations(self, from_type: str, to_type: str, ids: Sequence[str],
                       ) -> tuple[dict[str, list[str]], dict[str, str]]:

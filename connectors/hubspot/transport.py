@@ -40,7 +40,6 @@ from adapter.errors import FatalCrmError, RetriableCrmError
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _ID_SEGMENT = re.compile(r"^\d+$")
 _CREATE_PATH = re.compile(r"^/crm/v3/objects/[^/]+(/batch/create)?$")
 
@@ -214,8 +213,6 @@ class Transport:
                                       status=status, endpoint=endpoint)
             return RetriableCrmError(f"{endpoint}: HubSpot answered {status} ({message})",
                                      retry_after=_retry_after(response), status=status, endpoint=endpoint)
-        if status in RETRY_STATUSES:  # pragma: no cover - every retry status is handled above
-            return RetriableCrmError(f"{endpoint}: {status}", status=status, endpoint=endpoint)
         return HubSpotApiError(f"{endpoint}: HubSpot refused the request ({status}): {message}",
                                body=body, status=status, endpoint=endpoint)
 

@@ -106,6 +106,7 @@ class Writer:
     def _collect(self, plan: Plan, writes: Writes) -> None:
         """Encode every write of one plan; a ValueError leaves `writes` untouched."""
         ref, record = plan.ref, {}
+        self._fields.object_name(ref.object_type)  # a ValueError for a type HubSpot does not have
         notes, tasks, task_updates = [], [], {}
         for action in plan.writes:
             if isinstance(action, AssignOwner):

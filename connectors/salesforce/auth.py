@@ -73,7 +73,9 @@ class SalesforceSettings:
     @classmethod
     def from_mapping(cls, settings: Any) -> "SalesforceSettings":
         """Read from a plain mapping or `adapter.settings.Settings`; names what is missing."""
-        values: Mapping[str, Any] = getattr(settings, "values", settings) or {}
+        # `adapter.settings.Settings` keeps its mapping in `.values`; a dict is used as it is.
+        values: Mapping[str, Any] = settings if isinstance(settings, Mapping) else getattr(settings, "values", {})
+        values = values or {}
 
         def get(name: str, default: str | None = None) -> str | None:
             value = values.get(name)
@@ -167,20 +169,27 @@ def login_host(domain: str) -> str:
 class TimeoutSession(requests.Session):
     """A `requests.Session` that never waits forever: every request gets `timeout`."""
 
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, ca_bundle: str | None = None):
         super().__init__()
         self.timeout = timeout
+        self.ca_bundle = ca_bundle
+        if ca_bundle:
+            self.verify = ca_bundle
 
     def request(self, method, url, **kwargs):  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
+        if self.ca_bundle and kwargs.get("verify") is None:
+            # Per request: REQUESTS_CA_BUNDLE in the environment would otherwise win over
+            # `session.verify` (psf/requests#3829).
+            kwargs["verify"] = self.ca_bundle
         return super().request(method, url, **kwargs)
 
 
 def build_http_session(settings: SalesforceSettings) -> TimeoutSession:
     """Timeouts on every request; urllib3 retries connection failures and 502/503/504 on
     idempotent reads only (a POST that may have reached Salesforce is never re-sent here)."""
-    session = TimeoutSession(settings.timeout)
+    session = TimeoutSession(settings.timeout, settings.ca_bundle)
     retry = Retry(
         total=3, connect=3, read=2, status=3, other=0,
         backoff_factor=0.5,
@@ -192,8 +201,6 @@ def build_http_session(settings: SalesforceSettings) -> TimeoutSession:
     adapter = HTTPAdapter(max_retries=retry, pool_maxsize=10)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    if settings.ca_bundle:
-        session.verify = settings.ca_bundle
     return session
 
 

@@ -22,7 +22,7 @@ from adapter.ports import ApplyResult, Failure, InstallReport, LoadResult, Scann
 from connectors.salesforce import metadata
 from connectors.salesforce.auth import RETRY_LATER_CODES, OutcomeUnknown, SalesforceApi, SalesforceSettings
 from connectors.salesforce.fields import (
-    CRM, LONG_TEXT_LIMIT, SOURCE_FIELD, FieldMap, format_date, is_queue_id, is_sf_id, parse_datetime,
+    CRM, LONG_TEXT_LIMIT, SOURCE_FIELD, FieldMap, format_date, is_sf_id, parse_datetime,
     soql_datetime, soql_in, to_18, truncate,
 )
 
@@ -158,7 +158,7 @@ class SalesforceConnector:
         columns = ["Id", "OwnerId", "CreatedDate", *COLUMNS[sobject], *self.fields.api_names]
         tasks = (
             f"SELECT Id, Subject, ActivityDate, OwnerId, Status, IsClosed, Description, TaskSubtype, "
-            f"CallType, CreatedDate, {SOURCE_FIELD} FROM Tasks WHERE IsClosed = false "
+            f"CallType, CreatedDate, CompletedDateTime, {SOURCE_FIELD} FROM Tasks WHERE IsClosed = false "
             f"OR ({SOURCE_FIELD} != null AND LastModifiedDate > {soql_datetime(floor)}) "
             f"OR (TaskSubtype = 'Call' AND CreatedDate > {soql_datetime(floor)})"
         )
@@ -189,7 +189,8 @@ class SalesforceConnector:
             completed = bool(row.get("IsClosed"))
             if not completed or source:
                 tasks.append(Task(row["Id"], row.get("Subject") or "", due, row.get("OwnerId"), completed,
-                                  source, row.get("Description") or ""))
+                                  source, row.get("Description") or "",
+                                  completed_at=parse_datetime(row.get("CompletedDateTime"))))
             if row.get("TaskSubtype") == "Call" and row.get("Description") and not source:
                 calls.append(Activity(
                     row["Id"], "call", parse_datetime(row["CreatedDate"]), row["Description"],
@@ -437,10 +438,10 @@ class SalesforceConnector:
                     if action.completed is not None:
                         changes["Status"] = "Completed" if action.completed else "Not Started"
             if record:
-                updates.append(_Op(ref, sobject, {"attributes": {"type": sobject}, "id": ref.id, **record}))
+                updates.append(_Op(ref, sobject, {"attributes": {"type": sobject}, "Id": ref.id, **record}))
             for task_id, changes in task_updates.items():
                 if changes:
-                    updates.append(_Op(ref, "Task", {"attributes": {"type": "Task"}, "id": task_id, **changes}))
+                    updates.append(_Op(ref, "Task", {"attributes": {"type": "Task"}, "Id": task_id, **changes}))
         return updates, creates
 
     def _task_body(self, ref: RecordRef, sobject: str, values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -471,7 +472,7 @@ class SalesforceConnector:
                     continue
                 errors = res.get("errors") or [{"statusCode": "UNKNOWN_EXCEPTION", "message": "no result"}]
                 codes = {e.get("statusCode") for e in errors}
-                reason = f"{op.sobject} {op.body.get('id') or '(new)'}: " + "; ".join(
+                reason = f"{op.sobject} {op.body.get('Id') or '(new)'}: " + "; ".join(
                     f"{e.get('statusCode')}: {e.get('message')}"
                     + (f" ({', '.join(e['fields'])})" if e.get("fields") else "") for e in errors)
                 if codes & RETRY_LATER_CODES:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, request
 
+from .emulator_schema import object_for_id
 from .emulator_state import DmlError, SalesforceError, to_json_value
 
 if TYPE_CHECKING:
@@ -143,8 +144,8 @@ def rest_blueprint(emulator: "SalesforceEmulator") -> Blueprint:
         if request.method == "DELETE":
             ids = [i for i in request.args.get("ids", "").split(",") if i]
             _check_collection_size(ids)
-            operations = [("delete", state.get(i, include_deleted=True)[0] if state.get(i, include_deleted=True)
-                           else _type_for_id(i), i, {}) for i in ids]
+            # An id of no known object fails per record (INVALID_CROSS_REFERENCE_KEY), not the whole call.
+            operations = [("delete", object_for_id(i) or "Account", i, {}) for i in ids]
             all_or_none = request.args.get("allOrNone", "false").lower() == "true"
         else:
             payload = body_json()
@@ -256,11 +257,6 @@ def _collection_operation(method: str, record: Any) -> tuple[str, str, str | Non
     if method == "POST":
         return "insert", sobject, None, values
     return "update", sobject, values.pop("Id", None), values
-
-
-def _type_for_id(record_id: str) -> str:
-    from .emulator_schema import object_for_id
-    return object_for_id(record_id) or "Account"  # an unknown id fails as INVALID_CROSS_REFERENCE_KEY
 
 
 def _raise_dml(action: Any) -> Any:

@@ -150,7 +150,7 @@ class QueryEngine:
                 if found is None:
                     return None
                 current_type, current = found
-            return current_type if resolved.polymorphic_type else current.get(resolved.leaf.name)
+            return _name_type(current_type, current) if resolved.polymorphic_type else current.get(resolved.leaf.name)
 
         return read
 
@@ -329,7 +329,15 @@ class QueryEngine:
             current_type, current = found  # type: ignore[misc]
             container = container[name]
         leaf_name = resolved.output_names[-1]
-        container[leaf_name] = current_type if resolved.polymorphic_type else to_json_value(current.get(leaf_name))
+        if resolved.polymorphic_type:
+            container[leaf_name] = _name_type(current_type, current)
+        elif resolved.leaf.type == "base64":
+            # Blobs are never inlined: the REST API answers with the URL that streams the body.
+            owner_type = current_type or self.state.object_def(shaped["attributes"]["type"]).name
+            container[leaf_name] = (f"/services/data/v{api_version}/sobjects/{owner_type}/{current['Id']}/{leaf_name}"
+                                    if current.get(leaf_name) is not None else None)
+        else:
+            container[leaf_name] = to_json_value(current.get(leaf_name))
 
 
 @dataclass(frozen=True)
@@ -365,6 +373,11 @@ class _Range:
             "LAST_MONTH": (previous_month, month_start),
             "NEXT_MONTH": (next_month, (next_month + 32 * one).replace(day=1)),
         }[self.word]
+
+
+def _name_type(sobject: str | None, record: dict) -> str | None:
+    """`Owner.Type` and friends: the object name, except that a queue reports "Queue"."""
+    return record.get("Type") if sobject == "Group" else sobject
 
 
 def _attributes(type_name: str, record_id: str, api_version: str, url_type: str | None = None) -> dict:

@@ -269,7 +269,11 @@ class OrgState:
                 if not (not creating and definition.name == "Id"):
                     readonly.append(definition.name)
                 continue
-            coerced[definition.name] = self._coerce(obj, definition, raw)
+            coerced[definition.name] = value = self._coerce(obj, definition, raw)
+            if definition.restricted_picklist and value is not None and value not in definition.picklist_values:
+                raise DmlError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                               f"{definition.label or definition.name}: bad value for restricted picklist field: {value}",
+                               [definition.name])
         if readonly:
             raise DmlError(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",

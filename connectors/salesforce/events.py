@@ -134,7 +134,7 @@ def _notification_event(item: Element, organization_id: str, action_id: str, fie
         raise MalformedWebhook(f"notification {notification_id} has no sObject")
     sobject_type = (sobject.get(f"{{{XSI_NS}}}type") or "").rpartition(":")[2]
     fields = {_local(child.tag): _value(child) for child in sobject}
-    object_type = field_map.object_type(sobject_type)
+    object_type = field_map.event_type(sobject_type)
     if object_type is None:
         return notification_id
     record_id = fields.get("Id")
@@ -244,7 +244,7 @@ def _flow_event(item: Any, index: int, organization_id: str, field_map: FieldMap
         raise MalformedWebhook(f"{where}.object is missing")
     if not is_sf_id(record_id):
         raise MalformedWebhook(f"{where}.id is missing or not a Salesforce id")
-    object_type = field_map.object_type(sobject)
+    object_type = field_map.event_type(sobject)
     if object_type is None:
         return f"{sobject}:{record_id}"
     by_prefix = field_map.object_type_of_id(record_id)

@@ -19,6 +19,9 @@ KEY_PREFIXES = {"00Q": "Lead", "006": "Opportunity", "001": "Account", "500": "C
 USER_PREFIX = "005"
 QUEUE_PREFIX = "00G"
 
+#: Activity objects whose events stand for their record (`Connector.records_for` resolves them).
+ACTIVITY_OBJECTS = {"Task": "task", "EmailMessage": "email", "ContentNote": "note"}
+
 #: Baton's marker on the tasks it creates: `{source}|{record key}`.
 SOURCE_FIELD = "Baton_Source__c"
 TEXT_LIMIT = 255
@@ -172,6 +175,10 @@ class FieldMap:
     def object_type(self, sobject: str) -> str | None:
         """Neutral type for a Salesforce object name (`Opportunity` → `opportunity`), else None."""
         return self.object_types.get(sobject)
+
+    def event_type(self, sobject: str) -> str | None:
+        """Neutral type of a webhook's object: a record type, or task/email/note."""
+        return self.object_types.get(sobject) or ACTIVITY_OBJECTS.get(sobject)
 
     def object_type_of_id(self, record_id: str) -> str | None:
         sobject = KEY_PREFIXES.get((record_id or "")[:3])

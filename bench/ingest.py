@@ -1,0 +1,218 @@
+"""Webhook ingest benchmark: Baton's app under gunicorn (2 workers) on loopback, clients
+sending signed HubSpot batches of 100 events over keep-alive connections.
+
+    .venv/bin/python bench/ingest.py [--batches 3000] [--clients 4] [--conns 4]
+
+Prints one JSON line:
+  events_per_s          accepted events per second, clients sending as fast as answered
+  p50_ms / p99_ms       request latency at a paced 50 batches/s
+  ceiling_events_per_s  the same load against a flask endpoint that only answers 204,
+                        under the same gunicorn: what the stack allows
+  ratio                 events_per_s / ceiling_events_per_s
+
+Uses REDIS_URL when set (its own key prefix, deleted afterwards), else an embedded Redis in a
+temporary directory. Bounded: every phase sends a fixed number of batches and stops.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.fakes import sign_hubspot_v3  # noqa: E402  (the signing helper the tests use)
+
+SECRET = "bench-secret"
+PATH = "/webhooks/hubspot"
+
+
+def ceiling_app():
+    """The trivial endpoint: what flask + gunicorn cost with no Baton work at all."""
+    from flask import Flask, Response
+
+    app = Flask("ceiling")
+
+    @app.post(PATH)
+    def receive():
+        return Response(status=204)
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(target: str, env: dict, port: int) -> subprocess.Popen:
+    cmd = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2", "-k", "gthread", "--threads", "4",
+           "--keep-alive", "30", "-b", f"127.0.0.1:{port}", "--log-level", "warning", "--chdir", ROOT, target]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"gunicorn did not start: {target}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def make_batch(seed: int, index: int, port: int) -> tuple[bytes, dict]:
+    base = (seed * 1_000_000 + index) * 100
+    events = [{
+        "eventId": base + i, "subscriptionId": 1_900_001, "portalId": 62515, "appId": 1,
+        "occurredAt": 1_763_305_200_000 + base + i, "subscriptionType": "deal.propertyChange",
+        "attemptNumber": 0, "objectId": (base + i) % 50_000, "propertyName": "hubspot_owner_id",
+        "propertyValue": "81273646", "changeSource": "CRM_UI", "sourceId": "userId:5120001",
+    } for i in range(100)]
+    body = json.dumps(events, separators=(",", ":")).encode()
+    ts = int(time.time() * 1000)
+    signature = sign_hubspot_v3(body, SECRET, ts, uri=f"http://127.0.0.1:{port}{PATH}")
+    headers = {"Content-Type": "application/json", "X-HubSpot-Request-Timestamp": str(ts),
+               "X-HubSpot-Signature-v3": signature}
+    return body, headers
+
+
+def client(port: int, seed: int, batches: int, conns: int, interval: float, out) -> None:
+    """One client process: `conns` keep-alive connections, each sending its share of batches;
+    with `interval` > 0 each connection paces itself to one batch per interval."""
+    prepared = [make_batch(seed, i, port) for i in range(batches)]
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def run(share):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        next_at = time.perf_counter()
+        for body, headers in share:
+            if interval:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at += interval
+            started = time.perf_counter()
+            conn.request("POST", PATH, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                if response.status >= 300:
+                    errors[0] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=run, args=(prepared[i::conns],)) for i in range(conns)]
+    out.put(("ready", seed))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(("done", latencies, errors[0]))
+
+
+def load(port: int, *, batches: int, clients: int, conns: int, interval: float = 0.0) -> dict:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    per_client = batches // clients
+    procs = [ctx.Process(target=client, args=(port, seed, per_client, conns, interval, out))
+             for seed in range(clients)]
+    for p in procs:
+        p.start()
+    for _ in procs:  # wait until every client has prepared its batches
+        assert out.get(timeout=120)[0] == "ready"
+    started = time.perf_counter()
+    latencies, errors = [], 0
+    for _ in procs:
+        _, lat, err = out.get(timeout=600)
+        latencies += lat
+        errors += err
+    elapsed = time.perf_counter() - started
+    for p in procs:
+        p.join()
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    return {"events_per_s": per_client * clients * 100 / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "errors": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--conns", type=int, default=4)
+    parser.add_argument("--paced-seconds", type=float, default=6.0)
+    args = parser.parse_args()
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    data_dir = tempfile.mkdtemp(prefix="baton-bench-")
+    env = {"BATON_CRMS": "hubspot", "HUBSPOT_CLIENT_SECRET": SECRET, "BATON_REDIS_PREFIX": prefix,
+           "BATON_DATA_DIR": data_dir, "BATON_PUBLIC_URL": ""}
+    port, ceiling_port = free_port(), free_port()
+    baton = start_gunicorn("webhooks.app:from_env()", env, port)
+    try:
+        load(port, batches=200, clients=2, conns=2)  # warm-up: imports, script loading, connections
+        throughput = load(port, batches=args.batches, clients=args.clients, conns=args.conns)
+        paced_batches = int(50 * args.paced_seconds)
+        # 50 batches/s: 2 client processes x 2 connections, each one batch per 80 ms.
+        paced = load(port, batches=paced_batches, clients=2, conns=2, interval=0.08)
+    finally:
+        stop(baton)
+    ceiling = start_gunicorn("bench.ingest:ceiling_app()", {}, ceiling_port)
+    try:
+        load(ceiling_port, batches=200, clients=2, conns=2)
+        top = load(ceiling_port, batches=args.batches, clients=args.clients, conns=args.conns)
+    finally:
+        stop(ceiling)
+    _cleanup(prefix, data_dir)
+    print(json.dumps({
+        "events_per_s": round(throughput["events_per_s"]),
+        "p50_ms": round(paced["p50_ms"], 2),
+        "p99_ms": round(paced["p99_ms"], 2),
+        "ceiling_events_per_s": round(top["events_per_s"]),
+        "ratio": round(throughput["events_per_s"] / top["events_per_s"], 3),
+        "errors": throughput["errors"] + paced["errors"],
+        "batches": args.batches, "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded",
+    }))
+
+
+def _cleanup(prefix: str, data_dir: str) -> None:
+    from adapter.queue import connect
+    from adapter.settings import Settings
+    from tests.fakes import delete_prefix
+
+    settings = Settings.from_env(BATON_DATA_DIR=data_dir)
+    redis = connect(settings)
+    delete_prefix(redis, prefix)
+    if not settings.redis_url:
+        try:
+            redis.shutdown(nosave=True)
+        except Exception:  # the embedded server goes away mid-answer
+            pass
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

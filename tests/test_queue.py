@@ -1,0 +1,147 @@
+import time
+from datetime import datetime, timedelta, timezone
+
+from adapter.model import Event, RecordRef
+from adapter.queue import BATCH_SIZE, CLAIM_LEASE, RealtimeQueue
+from tests.fakes import prefix, queue, redis_server  # noqa: F401
+
+
+def ref(i, object_type="deal"):
+    return RecordRef("hubspot", object_type, str(i))
+
+
+def event(i, key):
+    return Event("hubspot", "deal", str(i), "owner_change", key=key)
+
+
+def members(queue, crm="hubspot", object_type="deal"):
+    return sorted(m.decode() for m in queue.redis.smembers(queue.pending_key(crm, object_type)))
+
+
+def test_mark_pending_deduplicates_and_collapses(queue):
+    result = queue.mark_pending([event(1, "a"), event(1, "b"), event(2, "c"), event(1, "a")])
+    assert (result.accepted, result.duplicates, result.drains_enqueued) == (3, 1, 1)
+    assert members(queue) == ["1", "2"]
+    again = queue.mark_pending([event(1, "a")])
+    assert (again.accepted, again.duplicates, again.drains_enqueued) == (0, 1, 0)
+
+
+def test_refs_are_never_deduplicated(queue):
+    queue.mark_pending([ref(1)])
+    queue.redis.delete(queue.pending_key("hubspot", "deal"))
+    assert queue.mark_pending([ref(1)]).accepted == 1
+    assert members(queue) == ["1"]
+
+
+def test_drain_is_single_flight_until_it_starts(queue):
+    queue.mark_pending([ref(1)])
+    queue.mark_pending([ref(2)])
+    assert queue.rq.count == 1
+    queue.drain("hubspot", "deal")  # clears the flag first
+    queue.mark_pending([ref(3)])
+    assert [j.func_name for j in queue.rq.jobs].count("adapter.jobs.drain") == 2
+
+
+def test_drain_hands_batches_of_100_to_reconcile_jobs(queue):
+    queue.mark_pending([ref(i) for i in range(250)])
+    jobs = queue.drain("hubspot", "deal")
+    assert [len(job.args[2]) for job in jobs] == [BATCH_SIZE, BATCH_SIZE, 50]
+    assert sorted(int(i) for job in jobs for i in job.args[2]) == list(range(250))
+    assert all(job.func_name == "adapter.jobs.reconcile_batch" and job.retries_left == 5 for job in jobs)
+    assert members(queue) == []
+    assert queue.redis.zcard(queue.key("claimed", "hubspot", "deal")) == 0
+
+
+def test_ids_claimed_by_a_dead_drain_come_back_after_the_lease(queue):
+    queue.mark_pending([ref(i) for i in range(3)])
+    claimed = queue._claim(keys=[queue.pending_key("hubspot", "deal"), queue.key("claimed", "hubspot", "deal")],
+                           args=[100, time.time() + CLAIM_LEASE])  # ... and the process dies here
+    assert len(claimed) == 3 and members(queue) == []
+    assert queue.recover()["reclaimed"] == 0  # lease still running
+    assert queue.recover(now=time.time() + CLAIM_LEASE + 1)["reclaimed"] == 3
+    assert members(queue) == ["0", "1", "2"]
+
+
+def test_locks_are_exclusive_reentrant_and_released_by_their_holder(queue):
+    locked, busy = queue.lock([ref(1), ref(2)], "job-a")
+    assert (locked, busy) == ([ref(1), ref(2)], [])
+    locked, busy = queue.lock([ref(2), ref(3)], "job-b")
+    assert (locked, busy) == ([ref(3)], [ref(2)])
+    assert queue.lock([ref(1)], "job-a") == ([ref(1)], [])  # a retried job re-takes its own
+    assert queue.unlock([ref(1), ref(2), ref(3)], "job-b") == 1
+    assert queue.lock([ref(3)], "job-c") == ([ref(3)], [])
+    assert queue.redis.pttl(queue.key("lock", ref(1).key)) > 300_000
+
+
+def test_deadlines_one_entry_per_record_overwritten(queue):
+    soon = datetime.now(timezone.utc) + timedelta(minutes=5)
+    later = soon + timedelta(days=1)
+    queue.schedule({ref(1): later, ref(2): soon})
+    queue.schedule({ref(1): soon})
+    assert queue.redis.zcard(queue.deadlines_key) == 2
+    assert queue.redis.zscore(queue.deadlines_key, ref(1).key) == soon.timestamp()
+    queue.schedule({}, done=[ref(2)])  # reconciled, no deadline any more (closed)
+    assert [r for r, _ in queue.next_deadlines()] == [ref(1)]
+
+
+def test_look_again_soon_only_brings_deadlines_forward(queue):
+    far = datetime.now(timezone.utc) + timedelta(days=3)
+    queue.schedule({ref(1): far})
+    queue.look_again_soon([ref(1)], delay=5)
+    assert queue.next_deadlines()[0][1] < far - timedelta(days=2)
+    queue.schedule({ref(2): datetime.now(timezone.utc)})
+    queue.look_again_soon([ref(2)], delay=600)
+    assert queue.next_deadlines()[0][0] == ref(2)
+    assert queue.next_deadlines()[0][1] < datetime.now(timezone.utc) + timedelta(seconds=1)
+
+
+def test_due_deadlines_go_back_to_pending(queue):
+    now = datetime.now(timezone.utc)
+    queue.schedule({ref(1): now - timedelta(seconds=1), ref(2): now + timedelta(hours=1),
+                    ref(3, "ticket"): now - timedelta(minutes=1)})
+    assert queue.release_due() == 2
+    assert members(queue) == ["1"] and members(queue, object_type="ticket") == ["3"]
+    assert [r for r, _ in queue.next_deadlines()] == [ref(2)]
+    assert queue.rq.count == 2  # one drain per crm/type
+
+
+def test_cursor_counts_across_instances(queue, redis_server):
+    other = RealtimeQueue(redis_server, queue.prefix)
+    assert [queue.cursor().next_index("k"), other.cursor().next_index("k"), queue.cursor().next_index("k")] == [0, 1, 2]
+    assert queue.cursor().next_index("other") == 0
+
+
+def test_watermark_round_trip(queue):
+    assert queue.watermark("hubspot", "deal") is None
+    at = datetime(2026, 11, 16, 15, 0, 0, 123000, tzinfo=timezone.utc)
+    queue.set_watermark("hubspot", "deal", at)
+    assert queue.watermark("hubspot", "deal") == at
+
+
+def test_once_per_period(queue):
+    assert queue.once_per("deadlines", 10) is True
+    assert queue.once_per("deadlines", 10) is False
+    assert queue.once_per("sweep", 10) is True
+
+
+def test_parked_records_wait_for_retry_failed(queue):
+    job = queue.park("hubspot", "deal", ["7", "8"], "403 MISSING_SCOPES")
+    assert queue.failed.get_job_ids() == [job.id]
+    status = queue.status()
+    assert status["failed"] == 1
+    assert status["failed_jobs"][0]["args"] == ["hubspot", "deal", ["7", "8"]]
+    assert "403 MISSING_SCOPES" in status["failed_jobs"][0]["reason"]
+    assert queue.retry_failed() == 1
+    assert queue.failed.count == 0
+    requeued = queue.rq.jobs
+    assert [(j.id, j.retries_left) for j in requeued] == [(job.id, 5)]
+
+
+def test_status_shape(queue):
+    queue.mark_pending([ref(1), ref(2), ref(3, "ticket")])
+    queue.schedule({ref(9): datetime(2030, 1, 1, tzinfo=timezone.utc)})
+    status = queue.status()
+    assert status["pending"] == {"hubspot": {"deal": {"count": 2, "ids": ["1", "2"]},
+                                             "ticket": {"count": 1, "ids": ["3"]}}}
+    assert status["queued"] == 2 and status["failed"] == 0
+    assert status["deadlines"] == [{"ref": "hubspot:deal:9", "at": "2030-01-01T00:00:00+00:00"}]
