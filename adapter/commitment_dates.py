@@ -57,10 +57,13 @@ _PAST_DATE_HORIZON = timedelta(days=183)
 
 _PREP = r"(?P<prep>\b(?:by|on|before|until|till|til|due|for|no later than|not later than|at|around|sometime|over)\s+)?"
 _DAY_PHRASES = "|".join([
-    r"(?P<past>\byesterday\b|\blast\s+(?:week|month|(?:mon|tues|wednes|thurs|fri|satur|sun)day)\b|\b\w+\s+(?:days?|weeks?|months?)\s+ago\b|\bearlier\s+today\b)",
-    r"(?P<relday>\b(?:the\s+)?day\s+after\s+tomorrow\b|\b(?:later\s+)?today\b|\btonight\b|\btomorrow\b|\btmrw\b|\btmr\b)",
+    r"(?P<past>\byesterday\b|\blast\s+(?:week|month|(?:mon|tues|wednes|thurs|fri|satur|sun)day)\b"
+    r"|\b\w+\s+(?:days?|weeks?|months?)\s+ago\b|\bearlier\s+today\b)",
+    r"(?P<relday>\b(?:the\s+)?day\s+after\s+tomorrow\b|\b(?:later\s+)?today\b|\btonight\b|\btomorrow\b"
+    r"|\btmrw\b|\btmr\b)",
     r"(?P<period>\b(?:eod|cob|eob|eow|eom|eoq)\b|\bclose\s+of\s+(?:business|play|day)\b"
-    r"|\b(?:the\s+)?end\s+of\s+(?:the\s+)?(?:business\s+)?(?:day|week|month|quarter|next\s+week|next\s+month|this\s+week|this\s+month)\b"
+    r"|\b(?:the\s+)?end\s+of\s+(?:the\s+)?(?:business\s+)?"
+    r"(?:day|week|month|quarter|next\s+week|next\s+month|this\s+week|this\s+month)\b"
     r"|\bend\s+of\s+business\b"
     r"|\b(?:the\s+)?(?:start|beginning)\s+of\s+next\s+(?:week|month)\b"
     r"|\b(?:(?:later|early|earlier|late)\s+)?(?:this|next)\s+(?:week|month)\b)",
@@ -70,14 +73,16 @@ _DAY_PHRASES = "|".join([
     r"|\b\d{4}-\d{1,2}-\d{1,2}\b)",
     r"(?P<numeric>\b\d{1,2}/\d{1,2}(?:/\d{2}(?:\d{2})?)?\b|\b\d{1,2}\.\d{1,2}\.\d{4}\b)",
     r"(?P<ordinal>\bthe\s+(?P<day_of_month>\d{1,2})(?:st|nd|rd|th)\b)",
-    r"(?P<offset>\b(?:in|within)\s+(?P<count>\d+|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|(?:a\s+)?couple(?:\s+of)?|(?:a\s+)?few|several)"
+    r"(?P<offset>\b(?:in|within)\s+(?P<count>\d+|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven"
+    r"|twelve|(?:a\s+)?couple(?:\s+of)?|(?:a\s+)?few|several)"
     r"\s+(?P<business>(?:business|working)\s+)?(?P<unit>minutes?|mins?|hours?|hrs?|days?|weeks?|wks?|months?)\b)",
     r"(?P<weekday>\b(?P<weekday_mod>this|next|coming|this\s+coming|the\s+following)?\s*"
     r"(?P<weekday_name>(?:mon|tues?|wed(?:nes)?|thu(?:rs?)?|fri|sat(?:ur)?|sun)(?:day)?|weds|thur)\b(?!'s)\.?)",
 ])
 _DAY = re.compile(_PREP + r"(?:" + _DAY_PHRASES + r")", re.I)
 _CLOCK = re.compile(
-    r"(?:(?:\b(?:at|by|around|before|until)\s+|@\s*)?\b(?P<hour>\d{1,2})(?::(?P<minute>[0-5]\d))?\s*(?P<ampm>[ap]\.?m\.?)(?![a-z])"
+    r"(?:(?:\b(?:at|by|around|before|until)\s+|@\s*)?"
+    r"\b(?P<hour>\d{1,2})(?::(?P<minute>[0-5]\d))?\s*(?P<ampm>[ap]\.?m\.?)(?![a-z])"
     r"|\b(?:at|by|before|until)\s+(?P<hour24>[01]?\d|2[0-3]):(?P<minute24>[0-5]\d)\b"
     r"|(?:\b(?:at|by|around|before)\s+)?\b(?P<named>noon|midday)\b)"
     r"(?:\s+(?P<zone>et|est|edt|ct|cst|cdt|mt|mst|mdt|pt|pst|pdt|gmt|utc|bst|cet|cest|jst|aest)\b)?",
@@ -89,15 +94,19 @@ _DAY_PART = re.compile(
 #: Words that promise "some time" without a date; callers treat them as vague.
 VAGUE_TIME = re.compile(
     r"\b(?:soon|shortly|sometime|some\s+time|at\s+some\s+point|in\s+the\s+(?:near\s+)?future|down\s+the\s+road"
-    r"|one\s+of\s+these\s+days|in\s+the\s+coming\s+(?:weeks|months)|when(?:ever)?\s+(?:I|we)\s+(?:can|get\s+a\s+chance))\b",
+    r"|one\s+of\s+these\s+days|in\s+the\s+coming\s+(?:weeks|months)"
+    r"|when(?:ever)?\s+(?:I|we)\s+(?:can|get\s+a\s+chance))\b",
     re.I,
 )
-_END_OF_DAY = re.compile(r"eod|cob|eob|close of (?:business|play|day)|(?:the )?end of (?:the )?(?:business )?(?:day|business)")
+_END_OF_DAY = re.compile(
+    r"eod|cob|eob|close of (?:business|play|day)|(?:the )?end of (?:the )?(?:business )?(?:day|business)")
 _DEADLINE_PREPS = {"by", "before", "until", "till", "til", "due", "no later than", "not later than"}
 _WEEKDAY_ABBREVIATIONS = {"mon", "tue", "tues", "wed", "weds", "thu", "thur", "thurs", "fri", "sat", "sun"}
 
+# A fixed leap-year base keeps parsing deterministic and cacheable; the year is chosen by _infer_year.
 _US_DATES = DateDataParser(languages=["en"], settings={"DATE_ORDER": "MDY", "RELATIVE_BASE": datetime(2000, 1, 1)})
-_DAY_FIRST_DATES = DateDataParser(languages=["en"], settings={"DATE_ORDER": "DMY", "RELATIVE_BASE": datetime(2000, 1, 1)})
+_DAY_FIRST_DATES = DateDataParser(languages=["en"],
+                                  settings={"DATE_ORDER": "DMY", "RELATIVE_BASE": datetime(2000, 1, 1)})
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,8 @@ def find_deadline(clause: str, now: datetime, end_of_day: time, workdays: frozen
         if _at(day, moment, zone) <= now:
             day += timedelta(days=1)
     due = _at(day, moment, zone).astimezone(now.tzinfo)
-    if due < now and day == now.date() and day_match is not None and (day_match.group("relday") or day_match.group("period")):
+    names_today = day_match is not None and (day_match.group("relday") or day_match.group("period"))
+    if due < now and day == now.date() and names_today:
         # "today" / "EOD" / "end of week" written after hours still means before midnight.
         due = _at(day, time(23, 59), now.tzinfo)
     return Deadline(due if due >= now else None, spans)

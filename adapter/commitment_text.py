@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from bs4 import BeautifulSoup
 from mailparser_reply.parser import EmailMessage
 
-_HTML_TAG = re.compile(r"<(?:p|div|br|span|html|body|b|i|u|a|ul|ol|li|table|td|blockquote|strong|em|h[1-6])\b[^>]*>", re.I)
+_HTML_TAG = re.compile(
+    r"<(?:p|div|br|span|html|body|b|i|u|a|ul|ol|li|table|td|blockquote|strong|em|h[1-6])\b[^>]*>", re.I)
 
 #: Block-level elements whose end is a line break in the rendered text.
 _BLOCK_TAGS = ("p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "pre")
@@ -44,7 +45,10 @@ _LABEL = re.compile(
     r"^\s*(?:next\s+steps?|to[- ]?dos?|action\s+items?|actions?|follow[- ]?ups?|tasks?|ns|ai)\s*[:\-\u2013]\s*",
     re.I,
 )
-_ABBREVIATIONS = r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\betc)(?<!\ba\.m)(?<!\bp\.m)(?<!\bNo)(?<!\bInc)(?<!\bapprox)"
+#: A period after these does not end a sentence.
+_ABBREVIATIONS = "".join(
+    rf"(?<!\b{re.escape(word)})"
+    for word in ("Mr", "Mrs", "Ms", "Dr", "e.g", "i.e", "vs", "etc", "a.m", "p.m", "No", "Inc", "approx"))
 _SENTENCE_END = re.compile(_ABBREVIATIONS + r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(@\[]?[A-Z0-9])")
 
 

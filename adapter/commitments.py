@@ -28,43 +28,52 @@ MAX_ACTION_LENGTH = 80
 WRITER, RECIPIENT, NAMED = "writer", "recipient", "named"
 DIRECTIONS = ("note", "outbound", "inbound")
 
+#: Verbs that start a task. State and courtesy verbs ("be", "have", "see", "know",
+#: "note") are deliberately absent: "I'll be out Friday" and "Please note" are not tasks.
 ACTION_VERBS = frozenset("""
-    activate come configure regroup deploy enable fill find install integrate intro let migrate
-    add answer approve arrange ask assign attach attend book brief bring build call cancel catch chase
-    check circle close collect compare compile complete confirm connect contact coordinate countersign
-    cover create credit deliver demo dig discuss do document draft drop email escalate estimate execute
-    export extend figure file finalise finalize finish fix follow forward gather generate get give go
-    grab hand handle hop host include introduce invite invoice issue join kick launch line lock log
-    look loop mail make map meet move negotiate nudge onboard open order outline pass pay pencil phone
-    ping plan post prep prepare present price process propose provide provision pull push put quote
-    reach reconnect record redline refund remind renew reply request research reschedule resend
-    reserve resolve respond return review revise revisit ring route run schedule scope secure send
-    set share ship shoot show sign sort speak start submit summarise summarize swing sync take talk
-    tell test text touch train transfer try update upload verify visit walk wire work write
+    activate add answer approve arrange ask assign attach attend book brief bring build call cancel
+    catch chase check circle close collect come compare compile complete configure confirm connect
+    contact coordinate countersign cover create credit deliver demo deploy dig discuss do document draft
+    drop email enable escalate estimate execute export extend figure file fill finalise finalize find
+    finish fix follow forward gather generate get give go grab hand handle hop host include install
+    integrate intro introduce invite invoice issue join kick launch let line lock log look loop mail
+    make map meet migrate move negotiate nudge onboard open order outline pass pay pencil phone ping
+    plan post prep prepare present price process propose provide provision pull push put quote reach
+    reconnect record redline refund regroup remind renew reply request reschedule research resend
+    reserve resolve respond return review revise revisit ring route run schedule scope secure send set
+    share ship shoot show sign sort speak start submit summarise summarize swing sync take talk tell
+    test text touch train transfer try update upload verify visit walk wire work write
 """.split())
-#: Verbs of state or courtesy: "I'll be out Friday", "Please note", "We'll see".
-NON_ACTION_VERBS = frozenset("be am is are was have see know need want like love think guess hope wait "
-                             "miss remember forget note mean understand agree appreciate enjoy feel seem".split())
-#: Verbs that take an indirect object we drop from titles ("send you the deck" -> "Send the deck").
-_DITRANSITIVE = frozenset("send get give email show forward bring mail text shoot quote find book pull hand pass".split())
-_VAGUE_ACTIONS = re.compile(r"^(?:touch base|catch up|talk|chat|connect|reconnect|sync|keep (?:them|you|us) (?:posted|updated|in the loop)|be in touch|stay in touch|circle back)\b", re.I)
-_FORMULAIC = re.compile(r"^(?:(?:find|see) (?:attached|enclosed|below)|let (?:me|us) know (?:if|whether you have|your thoughts|what you think|any)|feel free|look forward|reach out (?:if|with any))", re.I)
+#: Verbs that make no task on their own: "Will do.", "I'll try."
+_NEEDS_OBJECT = frozenset("do go get take make try work handle send".split())
+#: Verbs whose indirect object we drop from titles ("send you the deck" -> "Send the deck").
+_DITRANSITIVE = frozenset("send get give email show forward bring mail text shoot quote find book pull hand pass"
+                          .split())
+_INDIRECT_OBJECTS = frozenset(("you", "me", "us", "them", "him", "her"))
+_PARTICLES = frozenset("back up over in on off out to through around along about at for with when if and".split())
+_VAGUE_ACTIONS = re.compile(
+    r"^(?:touch base|catch up|talk|chat|connect|reconnect|sync|be in touch|stay in touch|circle back"
+    r"|keep (?:them|you|us) (?:posted|updated|in the loop))\b", re.I)
+_FORMULAIC = re.compile(
+    r"^(?:(?:find|see) (?:attached|enclosed|below)|feel free|look forward|reach out (?:if|with any)"
+    r"|let (?:me|us) know (?:if|whether you have|your thoughts|what you think|any))", re.I)
+_THIRD_PARTIES = frozenset("customer client they he she it legal procurement finance security the their his her "
+                           "this that everyone someone nobody prospect buyer champion cfo ceo cto vp i we".split())
 
-_HEDGES = re.compile(r"\b(?:might|may|maybe|perhaps|possibly|probably|hopefully|likely|try(?:ing)? to|try and|hope to|if (?:I|we) can|if possible|ideally|tentatively|should|could|would|'d)\b", re.I)
-_CONDITION = re.compile(r"\b(?:if|once|assuming|provided|unless|depending)\b", re.I)
-_NEGATION = re.compile(r"^(?:not|never|no longer|do not|don't|dont)\b", re.I)
-_PRELUDE = re.compile(
-    r"(?:also|just|definitely|certainly|absolutely|surely|probably|hopefully|likely|quickly|then|still|first|personally|actually|"
-    r"gladly|def|both|further|please|kindly|go ahead and|make sure to|be sure to|try to|try and|be able to|get around to|"
-    r"get a chance to|need to|have to|want to|plan to|start|double|re)[\s-]+", re.I)
-_CONTRACTED_MODALS = ("'ll", "'m going to", "'re going to", "'m gonna", "'re gonna", "'d", "'m planning to", "'re planning to",
-                      "'m hoping to", "'re hoping to", "'d like to", "'d be happy to", "'d love to", "'m happy to", "'re happy to")
-_SPACED_MODALS = ("will", "shall", "am going to", "are going to", "am gonna", "would", "need to", "have to", "must", "should",
-                  "can", "could", "might", "may", "plan to", "am planning to", "are planning to", "hope to", "intend to",
-                  "promise to", "promised to", "aim to", "expect to", "would like to", "am happy to", "are happy to",
-                  "would be happy to")
+_CONTRACTED_MODALS = ("'ll", "'m going to", "'re going to", "'m gonna", "'re gonna", "'d", "'m planning to",
+                      "'re planning to", "'m hoping to", "'re hoping to", "'d like to", "'d be happy to", "'d love to",
+                      "'m happy to", "'re happy to")
+_SPACED_MODALS = ("will", "shall", "am going to", "are going to", "am gonna", "would", "need to", "have to", "must",
+                  "should", "can", "could", "might", "may", "plan to", "am planning to", "are planning to", "hope to",
+                  "intend to", "promise to", "promised to", "aim to", "expect to", "would like to", "am happy to",
+                  "are happy to", "would be happy to")
 _SUBJECTLESS_MODALS = ("will", "'ll", "going to", "gonna", "need to", "needs to", "have to", "plan to", "planning to",
-                       "must", "promised to", "promised them I'd", "told them I'd", "told them we'd", "told him I'd", "told her I'd")
+                       "must", "promised to", "promised them I'd", "told them I'd", "told them we'd", "told him I'd",
+                       "told her I'd")
+#: Modals that offer or hedge rather than promise.
+_HEDGED_MODALS = frozenset(("'d", "would", "should", "could", "can", "might", "may", "hope to", "'m hoping to",
+                            "'re hoping to", "'d like to", "would like to", "'d love to", "'d be happy to",
+                            "am happy to", "are happy to", "would be happy to", "'m happy to", "'re happy to"))
 
 
 def _alternation(phrases) -> str:
@@ -72,49 +81,81 @@ def _alternation(phrases) -> str:
     return "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in sorted(phrases, key=len, reverse=True))
 
 
+# ---- triggers: where a commitment starts, matched up to the verb phrase
 _FIRST_PERSON = re.compile(
-    rf"\b(?P<subject>I|we|our team|my team)(?P<modal>{_alternation(_CONTRACTED_MODALS)}|\s+(?:{_alternation(_SPACED_MODALS)}))\s+",
-    re.I)
+    rf"\b(?P<subject>I|we|our team|my team)"
+    rf"(?P<modal>{_alternation(_CONTRACTED_MODALS)}|\s+(?:{_alternation(_SPACED_MODALS)}))\s+", re.I)
 _SUBJECTLESS = re.compile(
-    rf"(?:^|[,;:(\u2013-]\s*)(?:(?:probably|definitely|also|then|still|just)\s+)?(?P<modal>{_alternation(_SUBJECTLESS_MODALS)})\s+",
-    re.I)
-#: A trigger right after these words sits in a subordinate clause: "... whether we can extend".
-_SUBORDINATE = re.compile(r"\b(?:whether|if|that|so|because|since|when|once|unless|until|while|though|although)\s*$", re.I)
+    rf"(?:^|[,;:(\u2013-]\s*)(?:(?:probably|definitely|also|then|still|just)\s+)?"
+    rf"(?P<modal>{_alternation(_SUBJECTLESS_MODALS)})\s+", re.I)
 #: "I'm sending the contract Friday": a present progressive is a promise only with a date.
 _PROGRESSIVE = re.compile(r"\b(?:I'm|I\s+am|we're|we\s+are)\s+(?=\w+ing\b)", re.I)
 _LET_ME = re.compile(r"\blet\s+(?P<subject>me|us)\s+(?!know\b)|\b(?P<lets>let'?s)\s+", re.I)
 _REQUEST = re.compile(
-    r"\b(?:(?:can|could|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:be able to\s+)?|please\s+|pls\s+|(?:I|we)\s+need\s+you\s+to\s+|"
-    r"(?:I|we)'d\s+(?:like|love)\s+(?:for\s+)?you\s+to\s+|(?:can|could)\s+(?:someone|somebody|anyone|your team)\s+|any\s+chance\s+you\s+(?:could|can)\s+|(?:can|could|may)\s+(?:we|I)\s+(?:please\s+)?(?=get\b))",
-    re.I)
-_YOU_WILL = re.compile(r"\byou\s*(?:'ll|'re going to|\s+will|\s+are going to|\s+said you'?d|\s+said you would|\s+mentioned you'?d|\s+promised to)\s+", re.I)
-_MENTION = re.compile(r"@(?P<mention>[A-Za-z][\w.-]*)[,:]?\s*(?:please\s+|pls\s+|can you\s+|could you\s+|to\s+|will\s+|'ll\s+)?")
+    r"\b(?:(?:can|could|would|will)\s+you\s+(?:please\s+|kindly\s+)?(?:be able to\s+)?"
+    r"|please\s+|pls\s+|(?:I|we)\s+need\s+you\s+to\s+|(?:I|we)'d\s+(?:like|love)\s+(?:for\s+)?you\s+to\s+"
+    r"|(?:can|could)\s+(?:someone|somebody|anyone|your team)\s+|any\s+chance\s+you\s+(?:could|can)\s+"
+    r"|(?:can|could|may)\s+(?:we|I)\s+(?:please\s+)?(?=get\b))", re.I)
+_YOU_WILL = re.compile(
+    r"\byou\s*(?:'ll|'re going to|\s+will|\s+are going to|\s+said you'?d|\s+said you would"
+    r"|\s+mentioned you'?d|\s+promised to)\s+", re.I)
+_MENTION = re.compile(
+    r"@(?P<mention>[A-Za-z][\w.-]*)[,:]?\s*(?:please\s+|pls\s+|can you\s+|could you\s+|to\s+|will\s+|'ll\s+)?")
 _UNKNOWN_NAMED = re.compile(r"\b(?P<unknown>[A-Z][a-z]+)\s*(?:'ll|\s+will|\s+is going to)\s+")
-_THIRD_PARTIES = frozenset("customer client they he she it legal procurement finance security the their his her "
-                           "this that everyone someone nobody prospect buyer champion cfo ceo cto vp".split())
 _IMPERATIVE_START = re.compile(r"(?:^|;\s+)(?:also,?\s+)?(?=[A-Za-z])", re.I)
+#: A trigger right after these words sits in a subordinate clause: "... whether we can extend".
+_SUBORDINATE = re.compile(
+    r"\b(?:whether|if|that|so|because|since|when|once|unless|until|while|though|although)\s*$", re.I)
 #: Words after a verb-looking first word that show it is a noun: "Call went well", "Demo scheduled".
 _NOUN_USE = re.compile(
     r"^(?:with|from|went|was|were|is|are|has|had|notes|recap|summary|invite|today|yesterday|looks|seems"
-    r"|sent|done|got|came|given|taken|(?:\w+ed|set|made|left|run)(?=\s*$|\s*[,.;:!]|\s+(?:for|with|on|by|at|to|in|and|yesterday|today|last|this|already|out)\b))",
-    re.I)
+    r"|sent|done|got|came|given|taken|(?:\w+ed|set|made|left|run)"
+    r"(?=\s*$|\s*[,.;:!]|\s+(?:for|with|on|by|at|to|in|and|yesterday|today|last|this|already|out)\b))", re.I)
 
+# ---- reading the verb phrase
+_PRELUDE = re.compile(
+    r"(?:also|just|definitely|certainly|absolutely|surely|probably|hopefully|likely|quickly|then|still|first"
+    r"|personally|actually|gladly|def|both|further|please|kindly|go ahead and|make sure to|be sure to|try to"
+    r"|try and|be able to|get around to|get a chance to|need to|have to|want to|plan to|start|double|re)[\s-]+", re.I)
+_NEGATION = re.compile(r"^(?:not|never|no longer|do not|don't|dont)\b", re.I)
+_AND_NEXT_VERB = re.compile(r"(?:\s*,?\s+(?:and(?:\s+then)?|then|&)|\s*,)\s+(?P<verb>[a-z]+)\b", re.I)
+#: Where the task ends and the reasons, conditions or pleasantries begin.
 _CLAUSE_END = re.compile(
-    r"(?:\s*,\s*(?=(?:thanks|thank you|thx|cheers|hope|let me|talk|looking|if|so|but|and (?:I|we|they|you)|which|as|just|ok|okay"
-    r"|my|our|I|we|they|he|she|it's|this|that|targeting|aiming|ideally)\b)"
-    r"|\s+\b(?:so that|so|because|since|as|if|once|when|whenever|unless|in case|while|assuming|provided|but|though|although|"
-    r"which|to make sure|to see if|and see|just in case)\b|\s+[-\u2013\u2014]\s|\s*[(;:]).*$",
+    r"(?:\s*,\s*(?=(?:thanks|thank you|thx|cheers|hope|let me|talk|looking|if|so|but|and (?:I|we|they|you)"
+    r"|which|as|just|ok|okay|my|our|I|we|they|he|she|it's|this|that|targeting|aiming|ideally)\b)"
+    r"|\s+\b(?:so that|so|because|since|as|if|once|when|whenever|unless|in case|while|assuming|provided|but"
+    r"|though|although|which|to make sure|to see if|and see|just in case)\b|\s+[-\u2013\u2014]\s|\s*[(;:]).*$",
     re.I | re.S)
-_FILLER = re.compile(r"\b(?:asap|a\.s\.a\.p\.?|as soon as possible|right away|real quick|first thing|for you(?: guys| all)?|over to you|for us|please|pls)\b", re.I)
-_TRAILING_JUNK = re.compile(r"[\s,.;:!?\-\u2013\u2014'\"]+$|\s+(?:and|or|to|the|a|an|with|for|of|on|by|at|so|but|then|also|too|in|this|next|until|before)$", re.I)
-_CALL_CONTEXT = re.compile(r"\b(?:voicemail|vm|call(?:ed|ing)?|phone|dial(?:l?ed)?|rang|no answer|left (?:a )?message)\b", re.I)
+_FILLER = re.compile(
+    r"\b(?:asap|a\.s\.a\.p\.?|as soon as possible|right away|real quick|first thing|for you(?: guys| all)?"
+    r"|over to you|for us|please|pls)\b", re.I)
+_TRAILING_JUNK = re.compile(
+    r"[\s,.;:!?\-\u2013\u2014'\"]+$"
+    r"|\s+(?:and|or|to|the|a|an|with|for|of|on|by|at|so|but|then|also|too|in|this|next|until|before)$", re.I)
+_PRONOUNS_FOR_OWNER = {  # everyone's words, retold as the rep's to-do
+    "recipient": {"me": "them", "us": "them", "my": "their", "our": "their", "your": "our", "yours": "ours"},
+    "writer": {"you": "them", "your": "their", "yours": "theirs"},
+}
+_CALL_CONTEXT = re.compile(
+    r"\b(?:voicemail|vm|call(?:ed|ing)?|phone|dial(?:l?ed)?|rang|no answer|left (?:a )?message)\b", re.I)
 _EMAIL_CONTEXT = re.compile(r"\b(?:e-?mail(?:ed)?|inbox|no reply|replied)\b", re.I)
-_ABSOLUTE_SYNONYMS = ((re.compile(r"^circle back\b", re.I), "follow up"), (re.compile(r"^shoot\b(?: over)?", re.I), "send"),
-                      (re.compile(r"^be in touch\b", re.I), "follow up"),
-                      (re.compile(r"^have (.+?) (?:over |back )?(?:to (?:them|him|her)|over)$", re.I), r"send \1"),
-                      (re.compile(r"^have (.+?) ready$", re.I), r"prepare \1"),
-                      # "have the contract signed": someone else may sign, we make it happen
-                      (re.compile(r"^have (.+? (?:\w+ed|sent|done|written))$", re.I), r"get \1"))
+_VERB_SYNONYMS = (
+    (re.compile(r"^circle back\b", re.I), "follow up"),
+    (re.compile(r"^shoot\b(?: over)?", re.I), "send"),
+    (re.compile(r"^be in touch\b", re.I), "follow up"),
+    (re.compile(r"^have (.+?) (?:over |back )?(?:to (?:them|him|her)|over)$", re.I), r"send \1"),
+    (re.compile(r"^have (.+?) ready$", re.I), r"prepare \1"),
+    # "have the contract signed": someone else may sign, we make it happen
+    (re.compile(r"^have (.+? (?:\w+ed|sent|done|written))$", re.I), r"get \1"),
+)
+
+# ---- confidence
+_BASE_CONFIDENCE = {"first_person": 0.75, "progressive": 0.7, "subjectless": 0.75, "named": 0.75, "request": 0.75,
+                    "let_me": 0.75, "you_will": 0.7, "imperative": 0.7, "lets": 0.6, "unknown_named": 0.55}
+_HEDGED_PRELUDE = re.compile(r"\b(?:probably|hopefully|likely|try to|try and|maybe|perhaps)\b", re.I)
+_BODY_HEDGES = re.compile(
+    r"\b(?:if (?:I|we) can|if possible|hopefully|probably|maybe|perhaps|tentatively|ideally|or so)\b", re.I)
+_CONDITION = re.compile(r"\b(?:if|once|assuming|provided|unless|depending)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -181,7 +222,7 @@ def _sentence_commitments(sentence: Sentence, context, direction, people, now, e
         clause_end = triggers[number + 1].start if number + 1 < len(triggers) else len(text)
         previous_end = triggers[number - 1].verb_at if number else 0
         for verb_at, end in _split_on_dated_and(text, trigger.verb_at, clause_end, now, end_of_day, workdays):
-            commitment = _read_clause(text, sentence, trigger, verb_at, end, previous_end, context, direction,
+            commitment = _read_clause(text, sentence, trigger, verb_at, end, previous_end, context,
                                       now, end_of_day, workdays)
             if commitment is not None:
                 yield commitment
@@ -191,6 +232,7 @@ def _find_triggers(text: str, sentence: Sentence, direction: str, people) -> lis
     found: list[_Trigger] = []
     mine = direction != "inbound"  # in inbound mail "I"/"we" is the customer
 
+    # Kinds are tried most specific first; a later match inside an earlier trigger is ignored.
     def add(match, kind, actor, name=None, modal=""):
         if _SUBORDINATE.search(text, 0, match.start()):
             return
@@ -213,7 +255,10 @@ def _find_triggers(text: str, sentence: Sentence, direction: str, people) -> lis
     for match in _SUBJECTLESS.finditer(text):
         add(match, "subjectless", WRITER if mine else None, modal=match.group("modal"))
     for match in _LET_ME.finditer(text):
-        add(match, "lets" if match.group("lets") else "let_me", WRITER if mine else (RECIPIENT if match.group("lets") else None))
+        if match.group("lets"):  # "let's": shared; from a customer it asks the rep to act
+            add(match, "lets", WRITER if mine else RECIPIENT)
+        else:
+            add(match, "let_me", WRITER if mine else None)
     for match in _REQUEST.finditer(text):
         add(match, "request", None if direction == "outbound" else RECIPIENT)
     if direction == "inbound":
@@ -221,7 +266,7 @@ def _find_triggers(text: str, sentence: Sentence, direction: str, people) -> lis
             add(match, "you_will", RECIPIENT)
     if mine:
         for match in _UNKNOWN_NAMED.finditer(text):
-            if match.group("unknown").lower() not in _THIRD_PARTIES | {"i", "we"}:
+            if match.group("unknown").lower() not in _THIRD_PARTIES:
                 add(match, "unknown_named", WRITER)
     if direction != "outbound" or sentence.in_task_list:
         for match in _IMPERATIVE_START.finditer(text):
@@ -264,22 +309,6 @@ def _people_pattern(known_people: tuple[str, ...]) -> _People | None:
     return _People(subject, delegation, canonical)
 
 
-_AND_NEXT_VERB = re.compile(r"(?:\s*,?\s+(?:and(?:\s+then)?|then|&)|\s*,)\s+(?P<verb>[a-z]+)\b", re.I)
-_HEDGED_MODALS = frozenset(("'d", "would", "should", "could", "can", "might", "may", "hope to", "'m hoping to",
-                            "'re hoping to", "'d like to", "would like to", "'d love to", "'d be happy to",
-                            "am happy to", "are happy to", "would be happy to"))
-_HEDGED_PRELUDE = re.compile(r"\b(?:probably|hopefully|likely|try to|try and|maybe|perhaps)\b", re.I)
-_BODY_HEDGES = re.compile(r"\b(?:if (?:I|we) can|if possible|hopefully|probably|maybe|perhaps|tentatively|ideally|or so)\b", re.I)
-_BASE_CONFIDENCE = {"first_person": 0.75, "progressive": 0.7, "subjectless": 0.75, "named": 0.75, "request": 0.75, "let_me": 0.75,
-                    "you_will": 0.7, "imperative": 0.7, "lets": 0.6, "unknown_named": 0.55}
-#: Verbs that make no task on their own: "Will do.", "I'll try."
-_NEEDS_OBJECT = frozenset("do go get take make try work handle send".split())
-_INDIRECT_OBJECTS = frozenset(("you", "me", "us", "them", "him", "her"))
-_PARTICLES = frozenset("back up over in on off out to through around along about at for with when if and".split())
-_PRONOUNS_FOR_OWNER = {  # a customer's words, retold as the rep's to-do
-    RECIPIENT: {"me": "them", "us": "them", "my": "their", "our": "their", "your": "our", "yours": "ours"},
-    WRITER: {"you": "them", "your": "their", "yours": "theirs"},
-}
 
 
 def _split_on_dated_and(text, verb_at, end, now, end_of_day, workdays):
@@ -300,7 +329,8 @@ def _split_on_dated_and(text, verb_at, end, now, end_of_day, workdays):
     yield start, end
 
 
-def _read_clause(text, sentence, trigger, verb_at, end, previous_end, context, direction, now, end_of_day, workdays):
+def _read_clause(text, sentence, trigger, verb_at, end, previous_end, context, now, end_of_day, workdays):
+    """The commitment in ``text[verb_at:end]``, or None when it is not an action."""
     lead_in = text[previous_end:trigger.start]
     hedged = trigger.modal in _HEDGED_MODALS or bool(_HEDGED_PRELUDE.search(text, previous_end, verb_at))
     body_start = verb_at
@@ -392,7 +422,7 @@ def _title(body: str, date_spans, first_word: str, actor: str, context: str) -> 
     if len(words) > 2 and verb in _DITRANSITIVE and words[1].lower() in _INDIRECT_OBJECTS \
             and words[2].lower() not in _PARTICLES:
         del words[1]  # "send you the deck" -> "send the deck"
-    swaps = _PRONOUNS_FOR_OWNER[RECIPIENT if actor == RECIPIENT else WRITER]
+    swaps = _PRONOUNS_FOR_OWNER[RECIPIENT if actor == RECIPIENT else WRITER]  # named owners speak like writers
     words = [swaps.get(word.lower(), word) for word in words]
     phrase = _trim(" ".join(words))
     phrase = _trim(_normalise_verb(phrase, context))
@@ -419,7 +449,7 @@ def _normalise_verb(phrase: str, context: str) -> str:
         else:
             verb = "follow up"
         return f"{verb} again{phrase[retry.end():]}"
-    for pattern, replacement in _ABSOLUTE_SYNONYMS:
+    for pattern, replacement in _VERB_SYNONYMS:
         phrase, count = pattern.subn(replacement, phrase, count=1)
         if count:
             break

@@ -149,6 +149,7 @@ def test_writes_bump_last_modified_and_unchanged_values_leave_no_history(emu, cl
 
 # -- search -------------------------------------------------------------------------------------------
 def test_search_filters_sorts_and_pages(emu, client):
+    emu.rate_limiter.search_per_second = 1000  # this test pages quickly; the limit has its own test
     emu.seed(120, rng_seed=3, now=NOW)
     expected = sorted((d for d in emu.records("deals") if d["pipeline"] == "default"
                        and d["dealstage"] in ("closedwon", "closedlost")),

@@ -219,7 +219,6 @@ def _connector(emu):
     }))
 
 
-@pytest.mark.xfail(strict=False, reason="emulator lacks the Activity object (custom task fields live on Activity)")
 def test_install_against_the_emulator_is_idempotent_and_equal_to_the_manifest(emu):
     connector = _connector(emu)
     first = connector.install(load_manifest())

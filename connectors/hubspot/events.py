@@ -59,9 +59,8 @@ def occurred_at(value: Any) -> datetime | None:
 
 def dedup_key(payload: Mapping[str, Any], object_id: str) -> str:
     """(portalId, subscriptionId, eventId, objectId, occurredAt): `eventId` alone is not unique."""
-    return ":".join(
-        str(payload.get(name, "")) for name in ("portalId", "subscriptionId", "eventId")
-    ) + f":{object_id}:{payload.get('occurredAt', '')}"
+    get = payload.get
+    return f"{get('portalId', '')}:{get('subscriptionId', '')}:{get('eventId', '')}:{object_id}:{get('occurredAt', '')}"
 
 
 def _object_id(payload: Mapping[str, Any]) -> str:
@@ -121,7 +120,7 @@ def normalize(payload: Any) -> Event | None:
         property_value=None if value is None else str(value),
         change_source=payload.get("changeSource"),
         source_id=None if payload.get("sourceId") is None else str(payload.get("sourceId")),
-        raw=dict(payload),
+        raw=payload,
     )
 
 

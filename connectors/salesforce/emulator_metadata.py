@@ -2,7 +2,7 @@
 
 Answers what `sf.mdapi` in simple-salesforce sends through zeep: createMetadata,
 readMetadata, updateMetadata, upsertMetadata, deleteMetadata and listMetadata for
-CustomField, PermissionSet and ValidationRule, plus `deploy`/`checkDeployStatus` of a zip
+CustomField (task fields on `Activity`, as in a real org), PermissionSet and ValidationRule, plus `deploy`/`checkDeployStatus` of a zip
 holding `objects/*.object`, source-format `*.field-meta.xml` or permission sets. Custom
 fields take effect at once: they show up in describe, in SOQL and as writable fields.
 Requests are parsed with defusedxml; components are kept as plain (tag, value) trees and
@@ -34,6 +34,7 @@ __all__ = ["MetadataStore", "metadata_blueprint", "custom_field_def"]
 MD = "http://soap.sforce.com/2006/04/metadata"
 _SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_ACTIVITY_OBJECTS = ("Task",)  # the emulator models no Event
 _SUPPORTED_TYPES = ("CustomField", "PermissionSet", "ValidationRule")
 _FIELD_TYPES = {
     "Text": "string", "TextArea": "textarea", "LongTextArea": "textarea", "Html": "textarea",
@@ -136,7 +137,8 @@ class MetadataStore:
                                     f"In field: fullName - no {type_name} named {full_name} found")
             if type_name == "CustomField":
                 sobject, name = full_name.split(".", 1)
-                self.state.remove_field(sobject, name)
+                for target in _ACTIVITY_OBJECTS if sobject == "Activity" else (sobject,):
+                    self.state.remove_field(target, name)
 
     def listing(self, type_name: str) -> list[Component]:
         with self._lock:
@@ -147,9 +149,14 @@ class MetadataStore:
         if not name.endswith("__c"):
             raise MetadataError("INVALID_NAME" if name else "INVALID_CROSS_REFERENCE_KEY",
                                 f"Custom field names must end with __c: {full_name}")
-        if sobject not in self.state.schema:
+        # A real org defines task and event fields once, on Activity, and refuses "Task.X__c". The
+        # emulator accepts both spellings so fixtures that seed Task fields directly keep working.
+        targets = _ACTIVITY_OBJECTS if sobject == "Activity" else (sobject,)
+        if not all(target in self.state.schema for target in targets):
             raise MetadataError("INVALID_CROSS_REFERENCE_KEY", f"Invalid parent object in {full_name}")
-        self.state.add_field(sobject, custom_field_def(full_name, body))
+        definition = custom_field_def(full_name, body)
+        for target in targets:
+            self.state.add_field(target, definition)
 
     # ------------------------------------------------------------------ deploy
     def deploy(self, zipped: bytes) -> str:

@@ -106,7 +106,7 @@ def install_baton_fields(emulator: "SalesforceEmulator") -> None:
         for sobject in objects:
             emulator.metadata.save("CustomField", [("fullName", f"{sobject}.{spec['salesforce']}")] + body,
                                    mode="upsert")
-    emulator.metadata.save("CustomField", [("fullName", "Task.Baton_Source__c"), ("label", "Baton source"),
+    emulator.metadata.save("CustomField", [("fullName", "Activity.Baton_Source__c"), ("label", "Baton source"),
                                            ("type", "Text"), ("length", "80")], mode="upsert")
 
 

@@ -1,0 +1,169 @@
+"""Real-time latency benchmark: the HubSpot emulator emits owner changes as users would,
+Baton's app receives the signed webhooks, rq workers reconcile through the HubSpot connector.
+
+    .venv/bin/python bench/stream.py [--changes 5000] [--seconds 60] [--deals 1000] [--workers 2]
+
+Prints one JSON line:
+  p50_ms / p95_ms    from a user's owner change to Baton's write-back of
+                     baton_owner_of_record = the new owner (as the emulator's store sees both)
+  calls_per_event    HubSpot API calls Baton made during the run / owner changes made
+  collapsed          changes superseded by a later change of the same deal before Baton wrote
+                     (their latency is not measured: the later change's is)
+
+Targets: p95 < 2 s, calls_per_event <= 0.2. Needs REDIS_URL or runs on an embedded Redis.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from werkzeug.serving import make_server  # noqa: E402
+
+from adapter import worker as worker_module  # noqa: E402
+from adapter.manifest import load_manifest  # noqa: E402
+from adapter.queue import RealtimeQueue, connect  # noqa: E402
+from adapter.settings import Settings  # noqa: E402
+from connectors.hubspot.emulator import HubSpotEmulator  # noqa: E402
+from connectors.hubspot.emulator_catalog import PORTAL_USERS  # noqa: E402
+from tests.fakes import delete_prefix  # noqa: E402
+from webhooks.app import create_app  # noqa: E402
+
+TOKEN, SECRET = "pat-bench-stream", "bench-stream-secret"
+OWNERS = [u[0] for u in PORTAL_USERS if not u[6]]
+
+
+class WriteBacks:
+    """Store listener: when Baton (an integration) wrote baton_owner_of_record, and to what."""
+
+    def __init__(self, app_id: str):
+        self.app_id = app_id
+        self.seen: dict[tuple[str, str], float] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, change) -> None:
+        if (change.property_name == "baton_owner_of_record" and change.actor.source_type == "INTEGRATION"
+                and change.object_type == "deals"):
+            with self.lock:
+                self.seen.setdefault((change.object_id, change.property_value), time.perf_counter())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--deals", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    prefix = f"bench-stream-{uuid.uuid4().hex[:8]}"
+    data_dir = tempfile.mkdtemp(prefix="baton-stream-")
+    emu = HubSpotEmulator(token=TOKEN, validate=False, rate_limit=190).start()
+    values = {
+        "BATON_CRMS": "hubspot", "BATON_REDIS_PREFIX": prefix, "BATON_DATA_DIR": data_dir,
+        "HUBSPOT_ACCESS_TOKEN": TOKEN, "BATON_HUBSPOT_HOST": emu.url, "HUBSPOT_PORTAL_ID": str(emu.portal_id),
+        "HUBSPOT_APP_ID": str(emu.app_id), "HUBSPOT_CLIENT_SECRET": SECRET, "BATON_HUBSPOT_CALLS_PER_10S": "190",
+        "BATON_SWEEP_INTERVAL": "0", "BATON_DEADLINE_INTERVAL": "5", "BATON_LOG_LEVEL": "WARNING",
+    }
+    if os.environ.get("REDIS_URL"):
+        values["REDIS_URL"] = os.environ["REDIS_URL"]
+    settings = Settings(values)
+    queue = RealtimeQueue(connect(settings), prefix)
+    app = create_app(settings, queue=queue)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    workers = []
+    try:
+        runtime = worker_module.configure(settings, queue=queue)
+        runtime.connector("hubspot").install(load_manifest())
+        emu.seed(args.deals, object_types=("deals",))
+        deal_ids = [r["hs_object_id"] for r in emu.records("deals")]
+        # Baseline: every deal reconciled once, so the measured run sees steady state.
+        worker_module.sweep(settings, "hubspot", full=True)
+        code = "from adapter.settings import Settings; from adapter.worker import run_worker; run_worker(Settings.from_env())"
+        env = {**os.environ, **values, "PYTHONPATH": ROOT}
+        workers = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, start_new_session=True)
+                   for _ in range(args.workers)]
+        _wait_idle(queue, timeout=600)
+
+        writes = WriteBacks(str(emu.app_id))
+        emu.store.listeners.append(writes)
+        emu.webhooks.configure(f"http://127.0.0.1:{server.server_port}/webhooks/hubspot", SECRET,
+                               app_id=emu.app_id)
+        emu.reset_calls()
+        rng = random.Random(1)
+        changed: dict[tuple[str, str], float] = {}
+        last_change: dict[str, tuple[str, float]] = {}
+        interval = args.seconds / args.changes
+        start = time.perf_counter()
+        for i in range(args.changes):
+            due = start + i * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            deal = rng.choice(deal_ids)
+            current = (emu.record("deals", deal) or {}).get("hubspot_owner_id")
+            owner = rng.choice([o for o in OWNERS if o != current])
+            at = time.perf_counter()
+            emu.user_set_owner("deals", deal, owner, by_owner_id=OWNERS[0])
+            changed[(deal, owner)] = at
+            last_change[deal] = (owner, at)
+        emu.webhooks.flush(timeout=60)
+        _wait_idle(queue, timeout=300)
+        calls = emu.calls_total
+
+        latencies, collapsed, missing = [], 0, 0
+        for (deal, owner), at in changed.items():
+            written = writes.seen.get((deal, owner))
+            if written is not None and written >= at:
+                latencies.append(written - at)
+            elif last_change[deal][0] != owner or last_change[deal][1] != at:
+                collapsed += 1
+            else:
+                missing += 1
+        latencies.sort()
+        pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else None  # noqa: E731
+        print(json.dumps({
+            "p50_ms": pick(0.5), "p95_ms": pick(0.95), "calls_per_event": round(calls / args.changes, 3),
+            "changes": args.changes, "measured": len(latencies), "collapsed": collapsed, "missing": missing,
+            "deals": args.deals, "workers": args.workers, "seconds": args.seconds,
+            "rate_limited": emu.rate_limited,
+        }))
+    finally:
+        for proc in workers:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in workers:
+            proc.wait(timeout=30)
+        server.shutdown()
+        emu.stop()
+        delete_prefix(queue.redis, prefix)
+
+
+def _wait_idle(queue: RealtimeQueue, timeout: float) -> None:
+    from rq.registry import StartedJobRegistry
+
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline:
+        status = queue.status()
+        busy = status["pending"] or status["queued"] or StartedJobRegistry(queue=queue.rq).count
+        quiet = 0 if busy else quiet + 1
+        if quiet >= 3:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"workers did not catch up within {timeout} s: {queue.status()}")
+
+
+if __name__ == "__main__":
+    main()
