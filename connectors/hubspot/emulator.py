@@ -67,7 +67,7 @@ class HubSpotEmulator:
         """`strict`: answer a spec-violating response with a 500 (besides recording it), so a
         test fails at the call that caused it. `clock`: a callable returning an aware datetime,
         for tests that freeze time; default wall clock."""
-        self.token, self.portal_id, self.app_id = token, portal_id, app_id
+        self.token, self.portal_id = token, portal_id
         self._clock = clock
         self.store = CrmStore(clock=self.now_ms)
         self.rate_limiter = RateLimiter(rate_limit, search_rate_limit, enabled=rate_limiting)
@@ -86,6 +86,15 @@ class HubSpotEmulator:
         self._server = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def app_id(self) -> int:
+        """The app owning the token: API writes are attributed to it (history, webhooks)."""
+        return self.webhooks.app_id
+
+    @app_id.setter
+    def app_id(self, value: int) -> None:
+        self.webhooks.app_id = value
+
     # -- clock ---------------------------------------------------------------------------
     def now_ms(self) -> int:
         if self._clock is None:
@@ -98,8 +107,9 @@ class HubSpotEmulator:
         if self._server is None:
             self._server = make_server("127.0.0.1", 0, self.app, threaded=True,
                                        request_handler=_QuietRequestHandler)
-            self._thread = threading.Thread(target=self._server.serve_forever, name="hubspot-emulator",
-                                            daemon=True)
+            # A short poll interval keeps stop() quick; tests start and stop many emulators.
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="hubspot-emulator", daemon=True)
             self._thread.start()
         return self
 

@@ -131,8 +131,9 @@ def search_records(records: list[Record], body: dict, definitions: dict[str, Pro
         missing = value is None
         return (missing if not descending else not missing, value if value is not None else 0)
 
-    matched.sort(key=lambda r: int(r.id))  # ties keep id order
-    matched.sort(key=key, reverse=descending)
+    # `records` arrive in id order and sorting is stable, so ties stay in id order.
+    if sort_property != "hs_object_id" or descending:
+        matched.sort(key=key, reverse=descending)
     page = matched[after:after + limit]
     next_after = after + limit if after + limit < len(matched) else None
     return page, len(matched), next_after

@@ -153,6 +153,8 @@ class SpecValidator:
                 self._object_segments[path.stem] = first.split("/")[4]
 
     def _route(self, path: str) -> tuple[object, str] | None:
+        # The client lists owners at "/crm/v3/owners/"; the spec (and HubSpot) ignore the slash.
+        path = path.rstrip("/") or "/"
         parts = path.split("/")
         if path.startswith("/crm/v3/objects/") and len(parts) > 4:
             object_type = resolve_object_type(parts[4])

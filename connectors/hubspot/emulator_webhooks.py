@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
@@ -102,6 +103,7 @@ class WebhookSender:
         self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._held = 0
 
     def configure(self, target_url: str, client_secret: str, app_id: int | None = None,
                   subscriptions: list[str] | None = None, max_attempts: int = 10,
@@ -179,7 +181,7 @@ class WebhookSender:
             if self._retries and self._retries[0][0] <= now:
                 _due, _seq, attempt, events = heapq.heappop(self._retries)
                 return attempt, events
-            if self._pending:
+            if self._pending and not self._held:
                 events = [self._pending.popleft() for _ in range(min(self.batch_size, len(self._pending)))]
                 return 0, events
             timeout = self._retries[0][0] - now if self._retries else None
@@ -237,6 +239,19 @@ class WebhookSender:
         except requests.RequestException:
             return False
         return 200 <= response.status_code < 300
+
+    @contextmanager
+    def held(self):
+        """Queue events but post nothing new until the block ends; then they go out together
+        (in batches of up to `batch_size`), as HubSpot groups changes made close together."""
+        with self._condition:
+            self._held += 1
+        try:
+            yield self
+        finally:
+            with self._condition:
+                self._held -= 1
+                self._condition.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event is delivered or given up; False on timeout."""
