@@ -243,8 +243,6 @@ def test_records_for_resolves_tasks_and_notes_to_their_records(emu, hubspot):
     assert set(found) == {RecordRef("hubspot", "deal", deal), RecordRef("hubspot", "contact", contact)}
 
 
-@pytest.mark.xfail(strict=False, reason="emulator validates the client's GET /crm/v3/owners/ (trailing slash) "
-                                        "as /crm/v3/owners/{ownerId} and answers 400")
 def test_owners_lists_active_and_archived_owners(emu, hubspot):
     owners = hubspot.owners()
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adapter.visibility import to_second
 from adapter.actions import AssignOwner, CreateTask, LogTransfer, Plan, SetFields, UpdateTask
 from adapter.errors import ConfigurationError, FatalCrmError, RetriableCrmError
 from adapter.manifest import load_manifest
@@ -184,8 +185,7 @@ class SalesforceConnector:
             source = (source if key == ref.key else marker) or None
             due = None
             if row.get("ActivityDate"):
-                day = datetime.fromisoformat(row["ActivityDate"]).date()
-                due = datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=tz).astimezone(timezone.utc)
+                due = _end_of_day(datetime.fromisoformat(row["ActivityDate"]).date(), tz)
             completed = bool(row.get("IsClosed"))
             if not completed or source:
                 tasks.append(Task(row["Id"], row.get("Subject") or "", due, row.get("OwnerId"), completed,
@@ -410,11 +410,17 @@ class SalesforceConnector:
             ref, sobject = plan.ref, self.fields.sobject(plan.ref.object_type)
             record: dict[str, Any] = {}
             task_updates: dict[str, dict[str, Any]] = defaultdict(dict)
+            # A Task keeps only a date: a next action due taken from a task created in this
+            # plan is written as the task will read back, or the next run rewrites it.
+            stored_due = {to_second(a.due): _end_of_day(a.due.astimezone(tz).date(), tz) for a in plan.of(CreateTask)}
             for action in plan.writes:
                 if isinstance(action, AssignOwner):
                     record["OwnerId"] = action.owner_id
                 elif isinstance(action, SetFields):
-                    record.update(self.fields.encode(action.values))
+                    values = dict(action.values)
+                    if to_second(values.get("next_action_due")) in stored_due:
+                        values["next_action_due"] = stored_due[to_second(values["next_action_due"])]
+                    record.update(self.fields.encode(values))
                 elif isinstance(action, CreateTask):
                     creates.append(_Op(ref, "Task", self._task_body(ref, sobject, {
                         "Subject": truncate(action.title), "ActivityDate": format_date(action.due.astimezone(tz)),
@@ -538,3 +544,7 @@ class _Outcome:
                                             retriable=all(retry for _, retry in problems)))
         return out
 
+
+def _end_of_day(day, tz) -> datetime:
+    """A Task's ActivityDate as a due time: the end of that day in the org's timezone."""
+    return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=tz).astimezone(timezone.utc)
