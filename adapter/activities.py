@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 from adapter.actions import CreateTask
 from adapter.commitments import Commitment, extract
@@ -50,7 +51,7 @@ def _source_line(activity: Activity) -> str:
 
 
 def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: OwnerDirectory,
-                    owner_id: str) -> ActivityOutcome:
+                    owner_id: str, stored_due: Callable[[datetime], datetime] = lambda due: due) -> ActivityOutcome:
     """Tasks for the commitments in notes and emails Baton has not read yet.
 
     Each task carries a marker naming its source activity and position, so a replayed or
@@ -80,7 +81,7 @@ def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners
                 continue
             outcome.tasks.append(CreateTask(
                 title=commitment.action,
-                due=commitment.due or calendar.add(activity.at, policy.commitment_default_due),
+                due=stored_due(commitment.due or calendar.add(activity.at, policy.commitment_default_due)),
                 owner_id=_who_acts(commitment, activity, owners, owner_id),
                 source=source,
                 body=f"“{commitment.quote[:QUOTE_LIMIT]}”\n{_source_line(activity)}\nCreated by Baton.",
@@ -90,7 +91,7 @@ def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners
             quotes = "\n".join(f"“{c.quote[:QUOTE_LIMIT]}”" for c in unsure)
             outcome.tasks.append(CreateTask(
                 title=f"Confirm next step: {unsure[0].action}"[:80],
-                due=calendar.add(now, policy.prompt_due),
+                due=stored_due(calendar.add(now, policy.prompt_due)),
                 owner_id=owner_id,
                 source=confirm_source(activity.id),
                 body=(f"Baton read a possible commitment but is not sure:\n{quotes}\n{_source_line(activity)}\n"

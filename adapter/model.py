@@ -23,6 +23,19 @@ def confirm_source(activity_id: str) -> str:
     return f"baton:confirm:{activity_id}"
 
 
+def stored_marker(source: str, ref: "RecordRef") -> str:
+    """What a connector writes on a Baton task: its source and the record it was made for."""
+    return f"{source}|{ref.key}"
+
+
+def read_marker(raw: str | None, ref: "RecordRef") -> tuple[str | None, bool]:
+    """(source, foreign) back from a stored marker, as seen from the record `ref`."""
+    if not raw:
+        return None, False
+    source, _, key = raw.partition("|")
+    return source or None, bool(key) and key != ref.key
+
+
 @dataclass(frozen=True, order=True)
 class RecordRef:
     """Identifies one record: which CRM, which neutral object type, which id."""
@@ -123,6 +136,9 @@ class Task:
     source: str | None = None
     body: str = ""
     completed_at: datetime | None = None
+    #: Baton created this task for another record and linked it here too (a deal's
+    #: commitment shown on its contact): it is not this record's next action.
+    foreign: bool = False
 
     @property
     def is_prompt(self) -> bool:

@@ -102,7 +102,9 @@ def reconcile_refs(connector: Connector, refs: Sequence[RecordRef], policy: Poli
 
 def _reconcile_batch(connector, refs, policy, now, owners, router, dry_run) -> RunResult:
     loaded = connector.load(refs)
-    plans = [reconcile(snapshot, policy, now, owners=owners, router=router) for snapshot in loaded.snapshots]
+    stored_due = getattr(connector, "stored_due", None)
+    plans = [reconcile(snapshot, policy, now, owners=owners, router=router, stored_due=stored_due)
+             for snapshot in loaded.snapshots]
     result = RunResult(plans=plans, missing=list(loaded.missing), failures=list(loaded.failures),
                        records=[_summary(s, p, owners) for s, p in zip(loaded.snapshots, plans)])
     if not dry_run:

@@ -16,6 +16,9 @@ from adapter.clock import WEEKDAYS, BusinessCalendar, Duration
 from adapter.errors import PolicyError
 
 OBJECT_TYPES = ("deal", "contact", "company", "ticket", "lead", "opportunity", "account", "case")
+#: Notes and emails are usually linked to a deal *and* its contact and company; mining them
+#: on one record type only keeps one promise from becoming three tasks.
+COMMITMENT_OBJECTS = ("deal", "ticket", "lead", "opportunity", "case")
 
 
 class DurationField(fields.Field):
@@ -75,6 +78,8 @@ class NextActionSchema(Schema):
 
 class CommitmentsSchema(Schema):
     enabled = fields.Boolean(load_default=True)
+    objects = fields.List(fields.String(validate=validate.OneOf(OBJECT_TYPES)),
+                          load_default=lambda: list(COMMITMENT_OBJECTS))
     confidence_threshold = fields.Float(load_default=0.7, validate=validate.Range(min=0, max=1))
     default_due = DurationField(load_default=lambda: Duration.parse("2 business days"))
     lookback = DurationField(load_default=lambda: Duration.parse("14 days"))
@@ -127,6 +132,7 @@ class Policy:
     prompt_due: Duration = Duration(1, "days", True)
     due_soon: Duration = Duration(1, "days", True)
     commitments_enabled: bool = True
+    commitment_objects: frozenset[str] = frozenset(COMMITMENT_OBJECTS)
     confidence_threshold: float = 0.7
     commitment_default_due: Duration = Duration(2, "days", True)
     commitment_lookback: Duration = Duration(14, "days", False)
@@ -174,6 +180,7 @@ class Policy:
             prompt_due=action["prompt_due"],
             due_soon=action["due_soon"],
             commitments_enabled=commits["enabled"],
+            commitment_objects=frozenset(commits["objects"]),
             confidence_threshold=commits["confidence_threshold"],
             commitment_default_due=commits["default_due"],
             commitment_lookback=commits["lookback"],
@@ -268,6 +275,7 @@ next_action:
 
 commitments:                        # notes and emails become linked tasks
   enabled: true
+  objects: [deal, ticket, lead, opportunity, case]   # whose notes and emails are read (one promise, one task)
   confidence_threshold: 0.7         # below it the owner gets a "Confirm next step" task instead
   default_due: 2 business days      # when the text names no date
   lookback: 14 days                 # on first install, older notes are not turned into tasks

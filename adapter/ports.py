@@ -77,6 +77,10 @@ class Connector(Protocol):
     def load(self, refs: Sequence[RecordRef]) -> LoadResult:
         """Current state of the records: fields, owner history, tasks, recent activities."""
 
+    def stored_due(self, due: datetime) -> datetime:
+        """The due time a task created with `due` reads back as (Salesforce keeps only a date),
+        so the core plans with what the CRM will hold and a second pass changes nothing."""
+
     def records_for(self, activity_refs: Sequence[RecordRef]) -> list[RecordRef]:
         """The records that tasks, notes, emails or calls (refs of those types) belong to."""
 

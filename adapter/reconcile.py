@@ -16,6 +16,7 @@ from adapter.policy import Policy
 from adapter.visibility import changed_fields, to_second
 
 Router = Callable[[Snapshot], "tuple[str, str] | None"]
+DueRounding = Callable[[datetime], datetime] | None
 
 OWNERLESS, QUEUE_OWNED, NO_NEXT_ACTION = "ownerless", "queue_owned", "no_next_action"
 OVERDUE, DUE_SOON, ON_TRACK, CLOSED, IGNORED = "overdue", "due_soon", "on_track", "closed", "ignored"
@@ -30,7 +31,10 @@ class Ownership:
 
 
 def reconcile(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: OwnerDirectory,
-              router: Router | None = None) -> Plan:
+              router: Router | None = None, stored_due: DueRounding = None) -> Plan:
+    """The plan that makes `snapshot` right. `stored_due` says how the CRM will store a new
+    task's due time (see `Connector.stored_due`); None keeps it as planned."""
+    stored_due = stored_due or _as_planned
     ref = snapshot.ref
     object_policy = policy.for_object(ref.object_type)
     if not object_policy.enabled:
@@ -42,11 +46,11 @@ def reconcile(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: Owne
     owner_id = ownership.owner_id
 
     activity = ActivityOutcome()
-    if not closed and owner_id and not ownership.problem:
-        activity = read_activities(snapshot, policy, now, owners=owners, owner_id=owner_id)
+    if not closed and owner_id and not ownership.problem and ref.object_type in policy.commitment_objects:
+        activity = read_activities(snapshot, policy, now, owners=owners, owner_id=owner_id, stored_due=stored_due)
         actions.extend(activity.tasks)
 
-    open_tasks = [t for t in snapshot.tasks if not t.completed]
+    open_tasks = [t for t in snapshot.tasks if not t.completed and not t.foreign]
     prompts = [t for t in open_tasks if t.is_prompt]
     candidates = [(t.due, t.title) for t in open_tasks if not t.is_prompt and t.due is not None]
     candidates += [(t.due, t.title) for t in activity.tasks]
@@ -59,7 +63,8 @@ def reconcile(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: Owne
         status = ownership.problem
     elif next_action is None:
         status = NO_NEXT_ACTION
-        actions += _ensure_one_prompt(snapshot, policy, now, owner_id, prompts)
+        actions += _ensure_one_prompt(snapshot, policy, stored_due(policy.calendar.add(now, policy.prompt_due)),
+                                      owner_id, prompts)
     else:
         actions += [UpdateTask(p.id, completed=True) for p in prompts]
         status = _timeliness(next_action[0], policy, now)
@@ -163,19 +168,22 @@ def _reconcile_owner(snapshot: Snapshot, policy: Policy, now: datetime, owners: 
     })
 
 
-def _ensure_one_prompt(snapshot: Snapshot, policy: Policy, now: datetime, owner_id: str,
+def _as_planned(due: datetime) -> datetime:
+    return due
+
+
+def _ensure_one_prompt(snapshot: Snapshot, policy: Policy, due: datetime, owner_id: str,
                        prompts: list[Task]) -> list:
     """Exactly one open "Set the next step" task, in the current owner's queue."""
     if not prompts:
         return [CreateTask(
             title=policy.prompt_title.format(record=snapshot.name or snapshot.ref.id)[:255],
-            due=policy.calendar.add(now, policy.prompt_due),
+            due=due,
             owner_id=owner_id,
             source=PROMPT_SOURCE,
             body=(f"{snapshot.name or 'This record'} has no next step with a due date. "
                   "Add a task with a due date (or log the commitment in a note) and Baton closes this one."
                   + (f"\n{snapshot.url}" if snapshot.url else "")),
-            also_associate=snapshot.related,
         )]
     keep, *extra = sorted(prompts, key=lambda t: t.id)
     actions = [UpdateTask(t.id, completed=True) for t in extra]

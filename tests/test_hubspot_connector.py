@@ -21,6 +21,7 @@ from connectors.hubspot import emulator_search
 from connectors.hubspot.connector import HubSpotConnector
 from connectors.hubspot.emulator import HubSpotEmulator
 from connectors.hubspot.emulator_traffic import RateLimiter as EmulatorRateLimiter
+from connectors.hubspot.fields import transfer_source
 from connectors.hubspot.transport import (
     DailyLimitReached, HubSpotApiError, RateLimiter, Transport, endpoint_key, is_create,
 )
@@ -284,12 +285,14 @@ def test_apply_writes_fields_tasks_and_transfer_notes_in_batches(emu, installed)
     note = emu.record("notes", note_id)
     assert note["hs_timestamp"] == "2026-11-20T12:00:00.000Z"  # the transfer's own time
     assert "Ownership transferred: (no owner) → Avery Nakamura" in note["hs_note_body"]
-    assert note["baton_source"] == f"baton:transfer:2026-11-20T12:00:00.000Z|hubspot:deal:{deal}"
+    marker = transfer_source(transfer_at, "(no owner)", "Avery Nakamura")
+    assert marker.startswith("baton:transfer:2026-11-20T12:00:00.000Z:")
+    assert note["baton_source"] == f"{marker}|hubspot:deal:{deal}"
     assert not note.get("hubspot_owner_id")
 
     [snapshot] = installed.load([ref]).snapshots
     assert snapshot.tasks[0].is_prompt
-    assert [a.source for a in snapshot.activities] == ["baton:transfer:2026-11-20T12:00:00.000Z"]
+    assert [a.source for a in snapshot.activities] == [marker]
 
 
 def test_apply_updates_and_completes_batons_tasks(emu, installed):
@@ -309,12 +312,23 @@ def test_apply_updates_and_completes_batons_tasks(emu, installed):
 def test_transfer_notes_are_written_once_even_when_applied_twice(emu, installed):
     deal = new_deal(emu)
     ref = RecordRef("hubspot", "deal", deal)
-    plan = Plan(ref, "on_track", (LogTransfer(AVERY, BIANCA, NOW, "user 1", "changed in the CRM"),))
+    plan = Plan(ref, "on_track", (LogTransfer(AVERY, BIANCA, NOW, "user 1", "changed in the CRM"),
+                                  LogTransfer(BIANCA, CARLOS, NOW, "user 1", "changed in the CRM")))
 
     installed.apply([plan])
     installed.apply([plan])
 
-    assert len(emu.associated_ids("deals", deal, "notes")) == 1
+    assert len(emu.associated_ids("deals", deal, "notes")) == 2  # same millisecond, two transfers
+
+
+def test_owner_changes_in_the_same_millisecond_keep_their_order(emu, hubspot):
+    deal = new_deal(emu)
+    emu.user_set_owner("deals", deal, BIANCA, at=NOW)
+    emu.user_set_owner("deals", deal, CARLOS, at=NOW)
+
+    [snapshot] = hubspot.load([RecordRef("hubspot", "deal", deal)]).snapshots
+
+    assert [c.owner_id for c in snapshot.owner_history] == [AVERY, BIANCA, CARLOS]
 
 
 def test_a_207_for_one_deleted_record_does_not_lose_the_others(emu, installed):

@@ -118,7 +118,9 @@ def test_datetime_helpers():
     at = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
     assert epoch_ms(at) == "1795359600000"
     assert format_datetime(at) == "2026-11-22T15:00:00.000Z"
-    assert transfer_source(at) == "baton:transfer:2026-11-22T15:00:00.000Z"
+    marker = transfer_source(at, "Avery", "Bianca")
+    assert marker.startswith("baton:transfer:2026-11-22T15:00:00.000Z:")
+    assert marker == transfer_source(at, "Avery", "Bianca") != transfer_source(at, "Bianca", "Carlos")
     with pytest.raises(ValueError):
         format_datetime(datetime(2026, 1, 1))
 

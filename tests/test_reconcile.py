@@ -274,3 +274,24 @@ def test_reconciling_the_result_of_a_plan_yields_an_empty_plan(owner, tasks, his
     router = always(MARIA) if route else None
     _, state = settle(snap, router=router)
     assert plan_for(state, router=router).writes == ()
+
+
+def test_a_task_baton_made_for_another_record_is_not_this_records_next_action():
+    from dataclasses import replace
+    foreign = replace(task("f1", source="baton:commitment:n9:0"), foreign=True)
+    plan = plan_for(snapshot(object_type="contact", tasks=[foreign]))
+    assert plan.status == "no_next_action"
+    assert all(c.source == PROMPT_SOURCE for c in plan.of(CreateTask))
+
+
+def test_notes_are_mined_only_on_the_policys_commitment_objects():
+    note = Activity("n5", "note", T0 - timedelta(hours=1), "I'll send the deck tomorrow.", author_owner_id=ANA.id)
+    on_contact = plan_for(snapshot(object_type="contact", activities=[note], fields=SEEN))
+    assert not [c for c in on_contact.of(CreateTask) if c.source.startswith("baton:commitment")]
+
+
+def test_new_task_dues_are_planned_as_the_crm_stores_them():
+    end_of_day = lambda due: due.replace(hour=23, minute=59, second=59, microsecond=0)  # noqa: E731
+    plan = reconcile(snapshot(), POLICY, T0, owners=OWNERS, stored_due=end_of_day)
+    [prompt] = plan.of(CreateTask)
+    assert (prompt.due.hour, prompt.due.minute) == (23, 59)

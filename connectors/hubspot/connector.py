@@ -152,7 +152,7 @@ class HubSpotConnector:
                 after = page.paging and page.paging.next and page.paging.next.after
                 if not after:
                     return
-                if int(after) + self.search_page_size > self.search_result_cap:
+                if not after.isdigit() or int(after) + self.search_page_size > self.search_result_cap:
                     break  # the next page would cross the cap: restart above the last id
             if seen is None:
                 return

@@ -251,8 +251,9 @@ def owner_history(entries) -> tuple[OwnerChange, ...]:
     changes = [
         OwnerChange(owner_id=entry.value or None, at=parse_datetime(entry.timestamp),
                     changed_by=changed_by(entry), source=entry.source_type)
-        for entry in entries if entry.timestamp is not None
+        for entry in reversed(entries) if entry.timestamp is not None
     ]
+    # Stable: changes within the same millisecond keep HubSpot's order.
     return tuple(sorted(changes, key=lambda c: c.at))
 
 

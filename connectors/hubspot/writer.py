@@ -144,7 +144,7 @@ class Writer:
                          [(r.id, _association_type(TASK_ASSOCIATION_TYPES, r)) for r in targets])
 
     def _note(self, ref: RecordRef, action: LogTransfer) -> NewObject:
-        marker = encode_marker(transfer_source(action.at), ref)
+        marker = encode_marker(transfer_source(action.at, action.from_owner, action.to_owner), ref)
         properties = {"hs_note_body": text_to_html(action.body), "hs_timestamp": format_datetime(action.at),
                       MARKER_PROPERTY: marker}
         return NewObject(ref, marker, properties, [(ref.id, _association_type(NOTE_ASSOCIATION_TYPES, ref))])

@@ -14,11 +14,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from adapter.visibility import to_second
 from adapter.actions import AssignOwner, CreateTask, LogTransfer, Plan, SetFields, UpdateTask
 from adapter.errors import ConfigurationError, FatalCrmError, RetriableCrmError
 from adapter.manifest import load_manifest
-from adapter.model import Activity, Owner, OwnerChange, OwnerDirectory, RecordRef, Snapshot, Task
+from adapter.model import Activity, Owner, OwnerChange, OwnerDirectory, RecordRef, Snapshot, Task, read_marker
 from adapter.ports import ApplyResult, Failure, InstallReport, LoadResult, ScannedRecord
 from connectors.salesforce import metadata
 from connectors.salesforce.auth import RETRY_LATER_CODES, OutcomeUnknown, SalesforceApi, SalesforceSettings
@@ -180,9 +179,7 @@ class SalesforceConnector:
         tasks, calls = [], []
         tz = self.timezone()
         for row in self._children(record, "Tasks"):
-            marker = row.get(SOURCE_FIELD)
-            source, _, key = (marker or "").rpartition("|")
-            source = (source if key == ref.key else marker) or None
+            source, foreign = read_marker(row.get(SOURCE_FIELD), ref)
             due = None
             if row.get("ActivityDate"):
                 due = _end_of_day(datetime.fromisoformat(row["ActivityDate"]).date(), tz)
@@ -190,7 +187,7 @@ class SalesforceConnector:
             if not completed or source:
                 tasks.append(Task(row["Id"], row.get("Subject") or "", due, row.get("OwnerId"), completed,
                                   source, row.get("Description") or "",
-                                  completed_at=parse_datetime(row.get("CompletedDateTime"))))
+                                  completed_at=parse_datetime(row.get("CompletedDateTime")), foreign=foreign))
             if row.get("TaskSubtype") == "Call" and row.get("Description") and not source:
                 calls.append(Activity(
                     row["Id"], "call", parse_datetime(row["CreatedDate"]), row["Description"],
@@ -383,6 +380,11 @@ class SalesforceConnector:
 
     # --- apply -----------------------------------------------------------------------------
 
+    def stored_due(self, due: datetime) -> datetime:
+        """A Task keeps only its ActivityDate: it reads back as the end of that day."""
+        tz = self.timezone()
+        return _end_of_day(due.astimezone(tz).date(), tz)
+
     def apply(self, plans: Sequence[Plan]) -> ApplyResult:
         """Updates (records and tasks) in PATCH collections, then creates in POST collections."""
         self.api.check_reserve()
@@ -410,17 +412,11 @@ class SalesforceConnector:
             ref, sobject = plan.ref, self.fields.sobject(plan.ref.object_type)
             record: dict[str, Any] = {}
             task_updates: dict[str, dict[str, Any]] = defaultdict(dict)
-            # A Task keeps only a date: a next action due taken from a task created in this
-            # plan is written as the task will read back, or the next run rewrites it.
-            stored_due = {to_second(a.due): _end_of_day(a.due.astimezone(tz).date(), tz) for a in plan.of(CreateTask)}
             for action in plan.writes:
                 if isinstance(action, AssignOwner):
                     record["OwnerId"] = action.owner_id
                 elif isinstance(action, SetFields):
-                    values = dict(action.values)
-                    if to_second(values.get("next_action_due")) in stored_due:
-                        values["next_action_due"] = stored_due[to_second(values["next_action_due"])]
-                    record.update(self.fields.encode(values))
+                    record.update(self.fields.encode(action.values))
                 elif isinstance(action, CreateTask):
                     creates.append(_Op(ref, "Task", self._task_body(ref, sobject, {
                         "Subject": truncate(action.title), "ActivityDate": format_date(action.due.astimezone(tz)),

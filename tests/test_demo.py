@@ -1,0 +1,37 @@
+"""End to end on the bundled emulators: install, apply, and a second pass writes nothing."""
+import logging
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from adapter.manifest import load_manifest
+from adapter.pipeline import audit
+from connectors import get_connector
+from connectors.demo import EMULATORS, demo_policy
+
+
+@pytest.fixture(params=sorted(EMULATORS))
+def crm(request):
+    with ExitStack() as stack:
+        emulator, settings = EMULATORS[request.param](stack, 120)
+        connector = get_connector(request.param, settings)
+        connector.install(load_manifest())
+        yield request.param, emulator, connector
+
+
+@pytest.mark.slow
+def test_apply_converges_in_one_pass(crm, caplog):
+    name, emulator, connector = crm
+    caplog.set_level(logging.ERROR)
+    policy = demo_policy(connector)
+    types = list(connector.object_types)
+    now = datetime.now(timezone.utc)
+    before = audit(connector, policy, types, now=now)
+    assert before.writes > 0 and not before.failures
+    applied = audit(connector, policy, types, now=now, apply=True)
+    assert not applied.failures
+    after = audit(connector, policy, types, now=now + timedelta(seconds=5))
+    leftovers = {str(p.ref): p.describe() for p in after.plans if not p.is_noop}
+    assert leftovers == {}
+    assert not after.statuses.get("ownerless") and not after.statuses.get("queue_owned")
