@@ -35,7 +35,7 @@ class HubSpotScenario:
         self.emu = stack.enter_context(HubSpotEmulator(rate_limit=rate_limit, validate=False))
         self.emu.seed(records, object_types=("deals",), rng_seed=11)
         self.settings = {"HUBSPOT_ACCESS_TOKEN": self.emu.token, "BATON_HUBSPOT_HOST": self.emu.url,
-                         "BATON_HUBSPOT_RATE_LIMIT": str(rate_limit)}
+                         "BATON_HUBSPOT_CALLS_PER_10S": str(rate_limit)}
         self.rate_limit_per_s = rate_limit / 10
 
     def open_ids(self) -> list[str]:

@@ -28,7 +28,7 @@ def _hubspot(stack: ExitStack, records: int):
     per_type = max(1, records // 4)
     emulator.seed(per_type, object_types=("deals", "contacts", "companies", "tickets"), rng_seed=7)
     settings = {"HUBSPOT_ACCESS_TOKEN": emulator.token, "BATON_HUBSPOT_HOST": emulator.url,
-                "HUBSPOT_PORTAL_ID": str(emulator.portal_id)}
+                "HUBSPOT_PORTAL_ID": str(emulator.portal_id), "BATON_HUBSPOT_CALLS_PER_10S": "190"}
     return emulator, settings
 
 

@@ -71,6 +71,9 @@ class FakeConnector:
                 result.missing.append(ref)
         return result
 
+    def stored_due(self, due):
+        return due
+
     def records_for(self, activity_refs):
         self.calls["records_for"] += 1
         return [ref for ref, snap in self.records.items()

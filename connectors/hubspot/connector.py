@@ -107,6 +107,10 @@ class HubSpotConnector:
     def load(self, refs: Sequence[RecordRef]) -> LoadResult:
         return self._reader.load(refs)
 
+    def stored_due(self, due: datetime) -> datetime:
+        """`hs_timestamp` keeps milliseconds."""
+        return due.replace(microsecond=due.microsecond // 1000 * 1000)
+
     def records_for(self, activity_refs: Sequence[RecordRef]) -> list[RecordRef]:
         return self._reader.records_for(activity_refs)
 

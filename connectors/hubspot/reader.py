@@ -15,7 +15,7 @@ from hubspot.crm.associations.v4 import (
 )
 from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublicObjectId
 
-from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task
+from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task, read_marker
 from adapter.ports import Failure, LoadResult
 
 from .batches import batch_errors, chunked, isolate
@@ -201,7 +201,7 @@ class Reader:
         stage = props.get(STAGE_PROPERTY[object_type]) or None
         cutoff = fields.get("activities_read_at") or self._now() - ACTIVITY_LOOKBACK
         url = self.record_url(object_type, ref.id)
-        tasks = [task_from(o) for i in links[TASKS] if (o := engagements[TASKS].get(i))]
+        tasks = [task_from(o, ref) for i in links[TASKS] if (o := engagements[TASKS].get(i))]
         activities = [
             activity for kind in (NOTES, EMAILS, CALLS) for i in links[kind]
             if (o := engagements[kind].get(i)) and (activity := activity_from(kind, o, url))
@@ -269,17 +269,20 @@ def changed_by(entry) -> str | None:
     return entry.source_label or (source_type.lower() or None)
 
 
-def task_from(obj) -> Task:
+def task_from(obj, ref: RecordRef) -> Task:
+    """A task as seen from `ref`: Baton's tasks made for another record are marked foreign."""
     props = obj.properties or {}
+    source, foreign = read_marker(props.get(MARKER_PROPERTY), ref)
     return Task(
         id=str(obj.id),
         title=props.get("hs_task_subject") or "",
         due=parse_datetime(props.get("hs_timestamp")),
         owner_id=props.get(OWNER_PROPERTY) or None,
         completed=props.get("hs_task_status") == "COMPLETED",
-        source=decode_marker(props.get(MARKER_PROPERTY)),
+        source=source,
         body=props.get("hs_task_body") or "",
         completed_at=parse_datetime(props.get("hs_task_completion_date")),
+        foreign=foreign,
     )
 
 
