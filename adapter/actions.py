@@ -88,6 +88,12 @@ class Plan:
     status: str
     actions: tuple[Action, ...] = ()
     exceptions: tuple[str, ...] = field(default=())
+    #: The status as found, before these actions; `status` is the one they leave behind.
+    found: str = ""
+
+    def __post_init__(self):
+        if not self.found:
+            object.__setattr__(self, "found", self.status)
 
     @property
     def writes(self) -> tuple[Action, ...]:

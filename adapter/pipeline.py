@@ -33,6 +33,7 @@ class RecordSummary:
     status: str
     since: datetime | None
     actions: tuple[str, ...]
+    status_after: str = ""
 
 
 @dataclass
@@ -122,12 +123,12 @@ def _reconcile_batch(connector, refs, policy, now, owners, router, dry_run) -> R
 
 def _summary(snapshot: Snapshot, plan: Plan, owners: OwnerDirectory) -> RecordSummary:
     # Age of the exception: how long overdue, otherwise how long the current holder has had it.
-    if plan.status == "overdue":
+    if plan.found == "overdue":
         since = min((t.due for t in snapshot.tasks if t.due and not t.completed and not t.is_prompt), default=None)
     else:
         since = snapshot.fields.get("owner_assigned_at") or snapshot.created_at
-    return RecordSummary(snapshot.ref, snapshot.name, owners.label(snapshot.owner_id), plan.status, since,
-                         tuple(plan.describe()))
+    return RecordSummary(snapshot.ref, snapshot.name, owners.label(snapshot.owner_id), plan.found, since,
+                         tuple(plan.describe()), plan.status)
 
 
 def audit(connector: Connector, policy: Policy, object_types: Sequence[str], *, now: datetime | None = None,

@@ -20,12 +20,14 @@ DueRounding = Callable[[datetime], datetime] | None
 
 OWNERLESS, QUEUE_OWNED, NO_NEXT_ACTION = "ownerless", "queue_owned", "no_next_action"
 OVERDUE, DUE_SOON, ON_TRACK, CLOSED, IGNORED = "overdue", "due_soon", "on_track", "closed", "ignored"
+EXCEPTIONS = (OWNERLESS, QUEUE_OWNED, NO_NEXT_ACTION, OVERDUE)
 
 
 @dataclass(frozen=True)
 class Ownership:
     owner_id: str | None
     problem: str | None
+    found_problem: str | None
     actions: tuple
     fields: dict
 
@@ -52,9 +54,8 @@ def reconcile(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: Owne
 
     open_tasks = [t for t in snapshot.tasks if not t.completed and not t.foreign]
     prompts = [t for t in open_tasks if t.is_prompt]
-    candidates = [(t.due, t.title) for t in open_tasks if not t.is_prompt and t.due is not None]
-    candidates += [(t.due, t.title) for t in activity.tasks]
-    next_action = min(candidates, default=None)
+    existing = [(t.due, t.title) for t in open_tasks if not t.is_prompt and t.due is not None]
+    next_action = min(existing + [(t.due, t.title) for t in activity.tasks], default=None)
 
     if closed:
         status = CLOSED
@@ -85,8 +86,18 @@ def reconcile(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: Owne
         actions.append(SetFields(changes))
     actions += _deadlines(status, next_action, desired.get("waiting_since"), policy, now)
 
-    exceptions = (status,) if status in (OWNERLESS, QUEUE_OWNED, NO_NEXT_ACTION, OVERDUE) else ()
-    return Plan(ref, status, tuple(actions), exceptions)
+    found = _found_status(closed, ownership.found_problem, min(existing, default=None), policy, now)
+    exceptions = (found,) if found in EXCEPTIONS else ()
+    return Plan(ref, status, tuple(actions), exceptions, found=found)
+
+
+def _found_status(closed: bool, owner_problem: str | None, next_action, policy: Policy, now: datetime) -> str:
+    """The status as Baton found the record, before its own actions: what an audit reports."""
+    if closed:
+        return CLOSED
+    if owner_problem:
+        return owner_problem
+    return _timeliness(next_action[0], policy, now) if next_action else NO_NEXT_ACTION
 
 
 def _owner_problem(owner_id: str | None, owners: OwnerDirectory, policy: Policy) -> str | None:
@@ -144,7 +155,7 @@ def _reconcile_owner(snapshot: Snapshot, policy: Policy, now: datetime, owners: 
             transfers += 1
             last_transfer = assigned_at = to_second(now)
 
-    problem = _owner_problem(owner_id, owners, policy)
+    problem = found_problem = _owner_problem(owner_id, owners, policy)
     if problem and router is not None:
         choice = router(snapshot)
         if choice is not None:
@@ -160,7 +171,7 @@ def _reconcile_owner(snapshot: Snapshot, policy: Policy, now: datetime, owners: 
             transfers += 1
             last_transfer = assigned_at = to_second(now)
 
-    return Ownership(owner_id, problem, tuple(actions), {
+    return Ownership(owner_id, problem, found_problem, tuple(actions), {
         "owner_of_record": owner_id,
         "owner_assigned_at": assigned_at if owner_id else None,
         "owner_transfers": transfers,

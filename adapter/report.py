@@ -54,14 +54,27 @@ def exceptions_table(records: Iterable[RecordSummary], now: datetime, *, limit: 
     rows = sorted((r for r in records if r.status in EXCEPTIONS or r.actions),
                   key=lambda r: (STATUS_ORDER.index(r.status) if r.status in STATUS_ORDER else 99, r.ref))
     table = Table(title=f"Exceptions and planned actions ({len(rows)} records)")
-    for column in ("object", "id", "name", "status", "owner", "age", "planned actions"):
-        table.add_column(column, overflow="fold")
+    for column in ("object", "id", "name", "status", "owner", "age"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("planned actions", overflow="fold")
     for r in rows[:limit]:
-        table.add_row(r.ref.object_type, r.ref.id, r.name[:40], r.status, r.owner, age(r.since, now),
-                      "\n".join(r.actions) or "-")
+        table.add_row(r.ref.object_type, r.ref.id, _clip(r.name, 28), r.status, _clip(r.owner.split(" <")[0], 18),
+                      age(r.since, now), _brief(r.actions))
     if limit is not None and len(rows) > limit:
         table.caption = f"... and {len(rows) - limit} more (use --format csv or json for all)"
     return table
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _brief(actions: tuple[str, ...], shown: int = 3) -> str:
+    """The planned actions, one short line each, for a terminal table."""
+    lines = [_clip(a, 44) for a in actions[:shown]]
+    if len(actions) > shown:
+        lines.append(f"(+{len(actions) - shown} more)")
+    return "\n".join(lines) or "-"
 
 
 def counts_table(before: dict[str, int], after: dict[str, int] | None = None, title: str = "Records by status") -> Table:

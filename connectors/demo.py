@@ -5,19 +5,22 @@ applies, audits again, and prints the before/after count per status and the API 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextlib import ExitStack
 from datetime import datetime, timezone
 
 from rich.console import Console
 
 from adapter import report
+from adapter.actions import AssignOwner, CreateTask, LogTransfer, SetFields, UpdateTask
 from adapter.manifest import load_manifest
 from adapter.pipeline import audit
 from adapter.policy import Policy
 from adapter.settings import Settings
 from connectors import get_connector
 
-console = Console()
+# Wide enough for the exception table even when the output is captured, not a terminal.
+console = Console(width=max(Console().width, 120))
 
 
 def _hubspot(stack: ExitStack, records: int):
@@ -36,8 +39,7 @@ def _salesforce(stack: ExitStack, records: int):
     from connectors.salesforce.emulator import SalesforceEmulator
 
     emulator = stack.enter_context(SalesforceEmulator())
-    per_type = max(1, records // 4)
-    emulator.seed(per_type, rng_seed=7)
+    emulator.seed(records, rng_seed=7)  # spread over leads, opportunities, accounts and cases
     settings = {"SALESFORCE_SESSION_ID": emulator.session_id, "SALESFORCE_INSTANCE_URL": emulator.url,
                 "BATON_SALESFORCE_CA_BUNDLE": emulator.ca_bundle_path, "SALESFORCE_ORG_ID": emulator.org_id}
     return emulator, settings
@@ -54,6 +56,21 @@ def demo_policy(connector) -> Policy:
         "holidays": {"country": "US"},
         "owners": {"routing": {"pool": [o.email for o in people]}},
     })
+
+
+def describe_writes(plans) -> str:
+    """What the apply pass did, in the words an admin uses."""
+    counts: Counter = Counter()
+    for plan in plans:
+        for action in plan.writes:
+            if isinstance(action, CreateTask):
+                kind = action.source.split(":")[1]
+                counts[{"prompt": "next-step prompts created", "commitment": "tasks from notes and emails",
+                        "confirm": "'confirm next step' tasks"}.get(kind, "tasks created")] += 1
+            else:
+                counts[{AssignOwner: "owners assigned", LogTransfer: "transfers logged",
+                        UpdateTask: "Baton tasks updated", SetFields: "records with fields written"}[type(action)]] += 1
+    return "; ".join(f"{label}: {n}" for label, n in counts.most_common())
 
 
 def run_crm(crm: str, settings: Settings, records: int, realtime: bool) -> dict:
@@ -80,6 +97,7 @@ def run_crm(crm: str, settings: Settings, records: int, realtime: bool) -> dict:
 
         console.print(report.counts_table(report.status_counts(before.records), report.status_counts(after.records),
                                           title=f"{crm}: records by status, before and after"))
+        console.print(describe_writes(applied.plans))
         console.print(f"{len(applied.records)} records reconciled with {applied.writes} writes in "
                       f"{calls} API calls ({calls / max(1, len(applied.records)):.3f} per record); "
                       f"{len(applied.failures)} failures; a second pass plans "

@@ -295,3 +295,8 @@ def test_new_task_dues_are_planned_as_the_crm_stores_them():
     plan = reconcile(snapshot(), POLICY, T0, owners=OWNERS, stored_due=end_of_day)
     [prompt] = plan.of(CreateTask)
     assert (prompt.due.hour, prompt.due.minute) == (23, 59)
+
+
+def test_plan_keeps_the_status_as_found_for_audits():
+    plan = plan_for(snapshot(owner=None), router=always(BEN))
+    assert (plan.found, plan.status, plan.exceptions) == ("ownerless", "no_next_action", ("ownerless",))

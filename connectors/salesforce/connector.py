@@ -71,6 +71,7 @@ class SalesforceConnector:
         self._owners: tuple[float, OwnerDirectory] | None = None
         self._tracked: tuple[float, dict[str, bool]] | None = None
         self._tz: ZoneInfo | None = None
+        self._email_relation_readable = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SalesforceConnector":
@@ -251,13 +252,16 @@ class SalesforceConnector:
         else:  # Leads are not "What"s: their emails hang off EmailMessageRelation.
             soql = (f"SELECT RelationId, EmailMessageId FROM EmailMessageRelation WHERE RelationId IN {soql_in(ids)} "
                     f"AND EmailMessage.MessageDate > {soql_datetime(since)}")
-            try:
-                links = self.api.query(soql)
-            except FatalCrmError as exc:
-                if "INVALID_TYPE" not in str(exc):
-                    raise
-                log.warning("EmailMessageRelation not available (%s); lead emails are not read", exc)
-                links = []
+            links = []
+            if self._email_relation_readable:
+                try:
+                    links = self.api.query(soql)
+                except FatalCrmError as exc:
+                    if "INVALID_TYPE" not in str(exc):
+                        raise
+                    # Said once per connector: asking again on every load only spends calls.
+                    log.warning("EmailMessageRelation is not readable (%s); lead emails are not read", exc)
+                    self._email_relation_readable = False
             owner_of = {to_18(link["EmailMessageId"]): to_18(link["RelationId"]) for link in links}
             rows = []
             for chunk in _chunks(list(owner_of), 500):
