@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from adapter.model import RecordRef
@@ -55,6 +55,15 @@ class LogTransfer:
     at: datetime
     changed_by: str
     reason: str
+    from_id: str | None = None
+    to_id: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Baton's marker for this transfer: the same change always gets the same marker, so
+        a transfer whose activity was written but whose record update was lost is not logged twice."""
+        at = self.at if self.at.tzinfo else self.at.replace(tzinfo=timezone.utc)
+        return f"baton:transfer:{at.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S}Z:{self.from_id or '-'}>{self.to_id or '-'}"
 
     @property
     def title(self) -> str:

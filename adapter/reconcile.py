@@ -141,6 +141,7 @@ def _reconcile_owner(snapshot: Snapshot, policy: Policy, now: datetime, owners: 
                     from_owner=owners.label(held_by), to_owner=owners.label(change.owner_id),
                     at=change.at, changed_by=change.changed_by or change.source or "unknown",
                     reason=f"changed in the CRM ({change.source or 'source not recorded'})",
+                    from_id=held_by, to_id=change.owner_id or None,
                 ))
                 held_by = change.owner_id or None
                 transfers += 1
@@ -151,6 +152,7 @@ def _reconcile_owner(snapshot: Snapshot, policy: Policy, now: datetime, owners: 
             actions.append(LogTransfer(
                 from_owner=owners.label(held_by), to_owner=owners.label(owner_id), at=now,
                 changed_by="unknown", reason=f"observed by Baton; {why}, so the time is when Baton saw it",
+                from_id=held_by, to_id=owner_id,
             ))
             transfers += 1
             last_transfer = assigned_at = to_second(now)
@@ -165,12 +167,14 @@ def _reconcile_owner(snapshot: Snapshot, policy: Policy, now: datetime, owners: 
             actions.append(AssignOwner(new_owner, rule))
             actions.append(LogTransfer(
                 from_owner=owners.label(owner_id), to_owner=owners.label(new_owner), at=now,
-                changed_by="Baton", reason=f"{why}; chosen by {rule}",
+                changed_by="Baton", reason=f"{why}; chosen by {rule}", from_id=owner_id, to_id=new_owner,
             ))
             owner_id, problem = new_owner, None
             transfers += 1
             last_transfer = assigned_at = to_second(now)
 
+    logged = {a.source for a in snapshot.activities if a.source} | {t.source for t in snapshot.tasks if t.source}
+    actions = [a for a in actions if not (isinstance(a, LogTransfer) and a.source in logged)]
     return Ownership(owner_id, problem, found_problem, tuple(actions), {
         "owner_of_record": owner_id,
         "owner_assigned_at": assigned_at if owner_id else None,

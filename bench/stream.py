@@ -73,7 +73,9 @@ def main() -> None:
     values = {
         "BATON_CRMS": "hubspot", "BATON_REDIS_PREFIX": prefix, "BATON_DATA_DIR": data_dir,
         "HUBSPOT_ACCESS_TOKEN": TOKEN, "BATON_HUBSPOT_HOST": emu.url, "HUBSPOT_PORTAL_ID": str(emu.portal_id),
-        "HUBSPOT_APP_ID": str(emu.app_id), "HUBSPOT_CLIENT_SECRET": SECRET, "BATON_HUBSPOT_CALLS_PER_10S": "190",
+        "HUBSPOT_APP_ID": str(emu.app_id), "HUBSPOT_CLIENT_SECRET": SECRET,
+        # The app's HubSpot allowance is shared: each worker process paces itself to its share.
+        "BATON_HUBSPOT_CALLS_PER_10S": str(190 // max(1, args.workers)),
         "BATON_SWEEP_INTERVAL": "0", "BATON_DEADLINE_INTERVAL": "5", "BATON_LOG_LEVEL": "WARNING",
     }
     if os.environ.get("REDIS_URL"):

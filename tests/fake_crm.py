@@ -125,6 +125,6 @@ class FakeConnector:
                 fields.update({k: normalise(v) for k, v in action.values.items()})
             elif isinstance(action, LogTransfer):
                 activities.append(Activity(f"N{next(self._ids)}", "note", action.at, action.body,
-                                           source="baton:transfer"))
+                                           source=action.source))
         return replace(snap, owner_id=owner, tasks=tuple(tasks.values()), fields=fields,
                        owner_history=tuple(history), activities=tuple(activities))

@@ -300,3 +300,16 @@ def test_new_task_dues_are_planned_as_the_crm_stores_them():
 def test_plan_keeps_the_status_as_found_for_audits():
     plan = plan_for(snapshot(owner=None), router=always(BEN))
     assert (plan.found, plan.status, plan.exceptions) == ("ownerless", "no_next_action", ("ownerless",))
+
+
+def test_a_transfer_already_on_the_record_is_not_logged_again():
+    history = [OwnerChange(ANA.id, T0 - timedelta(days=20)), OwnerChange(BEN.id, T0 - timedelta(hours=1), "user 7")]
+    snap = snapshot(owner=BEN.id, history=history, fields=SEEN, tasks=[task(owner=BEN.id)])
+    [transfer] = plan_for(snap).of(LogTransfer)
+    assert transfer.source == f"baton:transfer:{(T0 - timedelta(hours=1)):%Y-%m-%dT%H:%M:%S}Z:{ANA.id}>{BEN.id}"
+    # The note was written but the record update was lost: the next run logs nothing twice.
+    from dataclasses import replace
+    noted = replace(snap, activities=(Activity("N1", "note", transfer.at, transfer.body, source=transfer.source),))
+    plan = plan_for(noted)
+    assert not plan.of(LogTransfer)
+    assert plan.of(SetFields)[0].values["owner_transfers"] == 1

@@ -292,7 +292,7 @@ def test_tasks_and_transfers_are_written_as_salesforce_tasks(rsps):
     assert transfer["Subject"] == "Ownership transferred: Ann → Bob"
     assert transfer["Status"] == "Completed" and transfer["TaskSubtype"] == "Task"
     assert transfer["ActivityDate"] == "2024-05-01"
-    assert transfer["Baton_Source__c"] == f"baton:transfer:2024-05-01T14:30:00+00:00|salesforce:opportunity:{OPP}"
+    assert transfer["Baton_Source__c"] == f"baton:transfer:2024-05-01T14:30:00Z:->-|salesforce:opportunity:{OPP}"
     assert "Changed by: Carol" in transfer["Description"] and "Why: manual" in transfer["Description"]
     assert lead_task["WhoId"] == lead.id and "WhatId" not in lead_task
     patched = json.loads(next(c for c in rsps.calls if c.request.method == "PATCH").request.body)["records"]

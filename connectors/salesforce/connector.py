@@ -429,12 +429,11 @@ class SalesforceConnector:
                     }, action.source)))
                 elif isinstance(action, LogTransfer):
                     at = action.at if action.at.tzinfo else action.at.replace(tzinfo=timezone.utc)
-                    marker = f"baton:transfer:{at.astimezone(timezone.utc).isoformat(timespec='seconds')}"
                     creates.append(_Op(ref, "Task", self._task_body(ref, sobject, {
                         "Subject": truncate(action.title), "ActivityDate": format_date(at.astimezone(tz)),
                         "Status": "Completed", "Priority": "Normal", "TaskSubtype": "Task",
                         "Description": truncate(action.body, LONG_TEXT_LIMIT),
-                    }, marker)))
+                    }, action.source)))
                 elif isinstance(action, UpdateTask):
                     changes = task_updates[action.task_id]
                     if action.owner_id:
