@@ -74,6 +74,10 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def _batch_size(connector: Connector) -> int:
+    return getattr(connector, "batch_size", BATCH_SIZE)
+
+
 def make_router(policy: Policy, owners: OwnerDirectory, cursor: RotationCursor | None = None) -> RoundRobinRouter:
     return RoundRobinRouter(policy.routing_pool, policy.routing_fallback, owners, cursor)
 
@@ -90,13 +94,13 @@ def resolve_activity_refs(connector: Connector, refs: Sequence[RecordRef]) -> li
 def reconcile_refs(connector: Connector, refs: Sequence[RecordRef], policy: Policy, *,
                    now: datetime | None = None, router: Router | None = None,
                    owners: OwnerDirectory | None = None, dry_run: bool = False,
-                   batch_size: int = BATCH_SIZE) -> RunResult:
+                   batch_size: int | None = None) -> RunResult:
     """Reconcile these records; with `dry_run`, plan without writing anything."""
     now = now or datetime.now(timezone.utc)
     owners = owners or connector.owners()
     router = router or make_router(policy, owners)
     result = RunResult()
-    for chunk in batched(dict.fromkeys(refs), batch_size):
+    for chunk in batched(dict.fromkeys(refs), batch_size or _batch_size(connector)):
         result.merge(_reconcile_batch(connector, chunk, policy, now, owners, router, dry_run))
     return result
 
@@ -133,7 +137,7 @@ def _summary(snapshot: Snapshot, plan: Plan, owners: OwnerDirectory) -> RecordSu
 
 def audit(connector: Connector, policy: Policy, object_types: Sequence[str], *, now: datetime | None = None,
           apply: bool = False, router: Router | None = None,
-          progress: Callable[[int], None] | None = None, batch_size: int = BATCH_SIZE) -> RunResult:
+          progress: Callable[[int], None] | None = None, batch_size: int | None = None) -> RunResult:
     """Every open record of the given types: dry run by default, writes with `apply`."""
     now = now or datetime.now(timezone.utc)
     owners = connector.owners()
@@ -143,7 +147,7 @@ def audit(connector: Connector, policy: Policy, object_types: Sequence[str], *, 
         if not policy.for_object(object_type).enabled:
             continue
         refs = (scanned.ref for scanned in connector.scan(object_type))
-        for chunk in batched(refs, batch_size):
+        for chunk in batched(refs, batch_size or _batch_size(connector)):
             result.merge(_reconcile_batch(connector, chunk, policy, now, owners, router, not apply))
             if progress:
                 progress(len(chunk))

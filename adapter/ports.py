@@ -70,6 +70,9 @@ class Connector(Protocol):
     name: str
     #: Neutral object types this CRM has, e.g. ("deal", "contact", "company", "ticket").
     object_types: tuple[str, ...]
+    #: Records per load/apply batch: what one batch call of this CRM takes (HubSpot 100,
+    #: Salesforce sObject Collections 200).
+    batch_size: int
 
     def owners(self) -> OwnerDirectory:
         """Every owner, active and departed, and queues where the CRM has them (cached)."""

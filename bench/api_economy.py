@@ -75,15 +75,17 @@ class SalesforceScenario:
         return [r["Id"] for r in self.emu.records("Opportunity") if not r.get("IsClosed")]
 
     def clear_owner(self, record_id: str) -> None:
-        queue = next(o for o in self.emu.owners() if o["Id"].startswith("00G"))
-        self.emu.user_set_owner("Opportunity", record_id, queue["Id"])
+        # An Opportunity cannot be left ownerless or given to a departed user in Salesforce;
+        # the third kind of change here is a customer's email asking for something.
+        self.emu.user_add_email_message(record_id, subject="Pricing", incoming=True,
+                                        text_body="Hi, can you send us pricing for 40 seats by Thursday? Thanks")
 
     def change_owner(self, record_id: str, owner_id: str) -> None:
         self.emu.user_set_owner("Opportunity", record_id, owner_id)
 
     def complete_open_tasks(self, record_id: str) -> None:
-        for task in self.emu.tasks_for(record_id):
-            if not task.get("IsClosed"):
+        for task in self.emu.records("Task"):
+            if task.get("WhatId") == record_id and not task.get("IsClosed"):
                 self.emu.user_complete_task(task["Id"])
 
     def calls(self):

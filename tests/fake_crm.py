@@ -47,6 +47,7 @@ class FakeConnector:
 
     name = "fake"
     object_types = ("deal", "contact", "company", "ticket")
+    batch_size = 100
 
     def __init__(self, snapshots: Iterable[Snapshot] = (), owners: OwnerDirectory = OWNERS,
                  clock: datetime = T0, fail_refs: Iterable[RecordRef] = ()):

@@ -188,3 +188,4 @@ def test_process_batch_reassigns_via_the_shared_cursor(queue):
     owners = {fake.records[deal(1)].owner_id, fake.records[deal(2)].owner_id}
     assert owners == {"1", "2"}
     assert int(queue.redis.get(queue.key("cursor", "fake:round_robin"))) == 2
+

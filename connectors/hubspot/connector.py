@@ -36,6 +36,7 @@ class HubSpotConnector:
 
     name = CRM
     object_types = ("deal", "contact", "company", "ticket")
+    batch_size = 100
 
     def __init__(self, access_token: str, *, host: str | None = None, portal_id: str | None = None,
                  app_id: str | None = None, manifest: Mapping[str, Any] | None = None,

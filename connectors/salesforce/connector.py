@@ -58,6 +58,7 @@ def _chunks(items: Sequence, size: int = BATCH) -> Iterator[list]:
 class SalesforceConnector:
     name = CRM
     object_types = ("lead", "opportunity", "account", "case")
+    batch_size = 200
 
     def __init__(self, settings: SalesforceSettings, *, api: SalesforceApi | None = None,
                  manifest: Mapping[str, Any] | None = None, clock: Callable[[], datetime] | None = None,
