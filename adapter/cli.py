@@ -129,11 +129,9 @@ def cmd_extract(args, settings: Settings) -> int:
 
 
 def cmd_emulator(args, settings: Settings) -> int:
-    if args.crm == "hubspot":
-        from connectors.hubspot.emulator import serve_forever
-    else:
-        from connectors.salesforce.emulator import serve_forever
-    serve_forever(port=args.port, seed=args.seed)
+    from importlib import import_module
+
+    import_module(f"connectors.{args.crm}.emulator").serve_forever(port=args.port, seed=args.seed)
     return 0
 
 
@@ -150,20 +148,29 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
+def _connector_factory(crm: str, settings: Settings):
+    """How worker processes build connectors: the one wiring point for rq jobs."""
+    return _connector(crm, settings)
+
+
 def cmd_worker(args, settings: Settings) -> int:
     from adapter.worker import run_worker
 
-    run_worker(settings, burst=args.burst)
-    return 0
+    failed = run_worker(settings, burst=args.burst, count=args.count, connector_factory=_connector_factory)
+    return 1 if failed else 0
 
 
 def cmd_sweep(args, settings: Settings) -> int:
-    from adapter.queue import sweep
+    from adapter.worker import configured_crms, sweep
 
-    crms = [args.crm] if args.crm else settings.get_list("BATON_CRMS") or ["hubspot"]
+    crms = [args.crm] if args.crm else configured_crms(settings)
+    if not crms:
+        err.print("no CRM is configured: set BATON_CRMS or a CRM's settings (see docs/configuration.md)")
+        return 2
     for crm in crms:
-        queued = sweep(settings, crm, full=args.full)
-        print(f"{crm}: {queued} records queued for reconciliation")
+        queued = sweep(settings, crm, full=args.full, connector_factory=_connector_factory)
+        print(f"{crm}: {sum(queued.values())} records queued "
+              f"({', '.join(f'{n} {t}' for t, n in queued.items()) or 'none'})")
     return 0
 
 
@@ -238,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run an rq worker that reconciles pending records")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--count", type=int, default=1, help="worker processes to run (default 1)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("sweep", help="queue records modified since the last sweep (the safety net for missed webhooks)")

@@ -1,21 +1,13 @@
 """rq entry points, referenced by import path (``adapter.jobs.drain``). Thin on purpose: each
 takes plain, serialisable arguments, gets the process's `Runtime` and calls `adapter.worker`.
 
-This is the one module of `adapter/` that reaches for `connectors`, lazily, because a job
-is where the process meets the outside world.
+Connectors come from the factory the worker's entry point wired in (`adapter/cli.py`).
 """
 from __future__ import annotations
 
 from adapter.errors import RetriableCrmError
 from adapter.model import RecordRef
-from adapter.settings import Settings
 from adapter.worker import current_runtime, current_token, process_batch, run_deadlines as _run_deadlines, sweep_crm
-
-
-def connector_from_settings(crm: str, settings: Settings):
-    from connectors import get_connector
-
-    return get_connector(crm, settings.values)
 
 
 def drain(crm: str, object_type: str) -> int:

@@ -415,11 +415,3 @@ def status(settings: Settings) -> dict:
 def retry_failed(settings: Settings) -> int:
     """`baton retry-failed`: requeue every failed job; returns how many."""
     return RealtimeQueue.from_settings(settings).retry_failed()
-
-
-def sweep(settings: Settings, crm: str, full: bool = False) -> int:
-    """`baton sweep`: scan the CRM into the pending sets now (workers reconcile); returns how
-    many records were queued. Per type: `adapter.worker.sweep`."""
-    from adapter.worker import sweep as sweep_by_type  # the worker side builds the connector
-
-    return sum(sweep_by_type(settings, crm, full=full).values())

@@ -9,8 +9,8 @@
 * `run_worker`: one or more rq workers with rq's scheduler (delayed retries) and a ticker
   (`BATON_DEADLINE_INTERVAL`, default 30 s; `BATON_SWEEP_INTERVAL`, default 900 s, 0 = off).
 
-Nothing here imports a connector: `Runtime.connector(crm)` gets one from a factory, by
-default `adapter.jobs.connector_from_settings` (the one place that imports `connectors`).
+Nothing here imports a connector: `Runtime.connector(crm)` gets one from the factory the
+entry point wired in (`adapter/cli.py` passes `connectors.get_connector`).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from rq import SimpleWorker, get_current_job
 
-from adapter.errors import FatalCrmError, RetriableCrmError
+from adapter.errors import ConfigurationError, FatalCrmError, RetriableCrmError
 from adapter.model import RecordRef
 from adapter.pipeline import ACTIVITY_TYPES, make_router, reconcile_refs
 from adapter.policy import Policy, load_policy
@@ -32,6 +32,9 @@ from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Builds the connector for a CRM name; wired in by the entry point (see `adapter/cli.py`).
+ConnectorFactory = Callable[[str, Settings], Any]
 
 DEADLINE_PERIOD = 30.0
 SWEEP_PERIOD = 15 * 60.0
@@ -45,7 +48,7 @@ class Runtime:
 
     settings: Settings
     queue: RealtimeQueue
-    connector_factory: Callable[[str, Settings], Any] | None = None
+    connector_factory: ConnectorFactory | None = None
     _policy: Policy | None = None
     _connectors: dict[str, Any] = field(default_factory=dict)
 
@@ -57,10 +60,9 @@ class Runtime:
 
     def connector(self, crm: str):
         if crm not in self._connectors:
-            factory = self.connector_factory
-            if factory is None:
-                from adapter.jobs import connector_from_settings as factory
-            self._connectors[crm] = factory(crm, self.settings)
+            if self.connector_factory is None:
+                raise ConfigurationError("this process has no connector factory: start workers with `baton worker`")
+            self._connectors[crm] = self.connector_factory(crm, self.settings)
         return self._connectors[crm]
 
     def crms(self) -> list[str]:
@@ -87,7 +89,7 @@ _runtime: Runtime | None = None
 
 
 def configure(settings: Settings, *, queue: RealtimeQueue | None = None,
-              connector_factory: Callable[[str, Settings], Any] | None = None) -> Runtime:
+              connector_factory: ConnectorFactory | None = None) -> Runtime:
     """Set this process's runtime (forked rq work-horses inherit it)."""
     global _runtime
     _runtime = Runtime(settings, queue or RealtimeQueue.from_settings(settings), connector_factory)
@@ -231,8 +233,8 @@ def _ticker(runtime: Runtime, stop: threading.Event) -> None:
             log.exception("periodic tick failed")
 
 
-def _work(settings: Settings, burst: bool) -> bool:
-    runtime = configure(settings)
+def _work(settings: Settings, burst: bool, connector_factory: ConnectorFactory | None) -> bool:
+    runtime = configure(settings, connector_factory=connector_factory)
     queue = runtime.queue
     if burst:
         run_deadlines(queue)
@@ -251,17 +253,19 @@ def _work(settings: Settings, burst: bool) -> bool:
         stop.set()
 
 
-def run_worker(settings: Settings, burst: bool = False, count: int = 1) -> int:
+def run_worker(settings: Settings, burst: bool = False, count: int = 1,
+               connector_factory: ConnectorFactory | None = None) -> int:
     """Run `count` rq workers on Baton's queue (each its own process when count > 1).
 
     With `burst`, each works until the queue is empty and returns. Returns the number of
     worker processes that exited with an error.
     """
     if count <= 1:
-        _work(settings, burst)
+        _work(settings, burst, connector_factory)
         return 0
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_work, args=(settings, burst), name=f"baton-worker-{i}") for i in range(count)]
+    procs = [ctx.Process(target=_work, args=(settings, burst, connector_factory), name=f"baton-worker-{i}")
+             for i in range(count)]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -269,7 +273,8 @@ def run_worker(settings: Settings, burst: bool = False, count: int = 1) -> int:
     return sum(1 for proc in procs if proc.exitcode)
 
 
-def sweep(settings: Settings, crm: str, full: bool = False) -> dict[str, int]:
+def sweep(settings: Settings, crm: str, full: bool = False,
+          connector_factory: ConnectorFactory | None = None) -> dict[str, int]:
     """`baton sweep`: feed the pending sets from the CRM now; workers do the reconciling."""
-    runtime = configure(settings)
+    runtime = configure(settings, connector_factory=connector_factory)
     return sweep_crm(runtime.queue, runtime.connector(crm), full=full, policy=runtime.policy)

@@ -21,6 +21,7 @@ from adapter import worker as worker_module
 from adapter.manifest import load_manifest
 from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
+from connectors import get_connector
 from connectors.hubspot.emulator import HubSpotEmulator
 from tests.fakes import prefix, redis_server  # noqa: F401
 from webhooks.app import create_app
@@ -31,6 +32,11 @@ TOKEN = "pat-e2e-token"
 SECRET = "e2e-client-secret"
 AVERY, BIANCA, CARLOS = "81273645", "81273646", "81273647"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+
+def _connector_factory(crm, settings):
+    return get_connector(crm, settings.values)
 
 
 class Stack:
@@ -57,7 +63,7 @@ class Stack:
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.webhook_url = f"http://127.0.0.1:{self.server.server_port}/webhooks/hubspot"
-        worker_module.configure(self.settings, queue=self.queue)
+        worker_module.configure(self.settings, queue=self.queue, connector_factory=_connector_factory)
         self.connector = worker_module.current_runtime().connector("hubspot")
         self.connector.install(load_manifest())
         self.workers: list[subprocess.Popen] = []
@@ -67,10 +73,9 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------
     def spawn_workers(self, count: int = 1) -> list[subprocess.Popen]:
-        code = ("from adapter.settings import Settings; from adapter.worker import run_worker; "
-                "run_worker(Settings.from_env())")
         env = {**os.environ, **self.values, "PYTHONPATH": ROOT}
-        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, start_new_session=True)
+        procs = [subprocess.Popen([sys.executable, "-m", "adapter.cli", "worker"], env=env, cwd=ROOT,
+                                  start_new_session=True)
                  for _ in range(count)]
         self.workers += procs
         return procs
@@ -81,7 +86,7 @@ class Stack:
         for job_id in scheduled.get_job_ids():
             scheduled.remove(job_id)
             self.queue.rq.enqueue_job(Job.fetch(job_id, connection=self.queue.redis))
-        worker_module._work(self.settings, burst=True)
+        worker_module._work(self.settings, burst=True, connector_factory=_connector_factory)
 
     def idle(self) -> bool:
         q = self.queue
