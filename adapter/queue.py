@@ -146,6 +146,10 @@ return refs
 """
 
 
+def _clean(field: str) -> str:
+    return field.replace("\t", " ").replace("\n", " ")
+
+
 def _last_line(job: Job) -> str:
     result = job.latest_result()
     text = (result.exc_string if result is not None else "") or ""
@@ -208,17 +212,26 @@ class RealtimeQueue:
         """De-duplicate events (by `Event.key`), add their records to the pending sets and
         enqueue one drain per crm/object type that has none queued. One script round trip,
         plus one per drain actually enqueued. `RecordRef`s are never de-duplicated."""
-        lines = []
+        hints = []
         for item in events:
-            ref = item.ref if isinstance(item, Event) else item
-            seen = item.key if isinstance(item, Event) else ""
-            if "\t" in seen or "\n" in seen:  # keys from senders' free text (Flow eventId)
-                seen = seen.replace("\t", " ").replace("\n", " ")
-            lines.append(f"{seen}\t{ref.crm}:{ref.object_type}\t{ref.id}")
-        if not lines:
+            if isinstance(item, Event):
+                hints.append((item.key, f"{item.crm}:{item.object_type}", item.object_id))
+            else:
+                hints.append(("", f"{item.crm}:{item.object_type}", item.id))
+        return self.mark_hints(hints, dedup_ttl=dedup_ttl)
+
+    def mark_hints(self, hints: Sequence[tuple[str, str, str]], *, dedup_ttl: int = DEDUP_TTL) -> MarkResult:
+        """`mark_pending` for hints already boiled down to (event key, "crm:type", id), as the
+        webhook hot path makes them (an empty key: no de-duplication)."""
+        if not hints:
             return MarkResult(0, 0, 0)
-        accepted, kicked = self._mark(args=[self.prefix, dedup_ttl, DRAIN_FLAG_TTL, "\n".join(lines)])
-        total = len(lines)
+        total = len(hints)
+        packed = "\n".join([f"{seen}\t{pair}\t{record_id}" for seen, pair, record_id in hints])
+        # Separators inside a field (keys come from senders' free text, e.g. a Flow eventId)
+        # would shift the script's fields: check with two C-speed counts, clean up if needed.
+        if packed.count("\t") != 2 * total or packed.count("\n") != total - 1:
+            packed = "\n".join("\t".join(_clean(field) for field in hint) for hint in hints)
+        accepted, kicked = self._mark(args=[self.prefix, dedup_ttl, DRAIN_FLAG_TTL, packed])
         for pair in kicked:
             crm, object_type = pair.decode().split(":", 1)
             self.enqueue_drain(crm, object_type)

@@ -48,14 +48,20 @@ def _salesforce(stack: ExitStack, records: int):
 EMULATORS = {"hubspot": _hubspot, "salesforce": _salesforce}
 
 
-def demo_policy(connector) -> Policy:
-    """Round-robin ownerless records to the first three active people of the seeded account."""
-    people = sorted((o for o in connector.owners().people() if o.email), key=lambda o: o.id)[:3]
-    return Policy.from_mapping({
+def demo_policy_mapping(connector) -> dict:
+    """Round-robin ownerless records to the first three active people of the seeded account
+    (not the integration user Baton itself logs in as)."""
+    people = sorted((o for o in connector.owners().people() if o.email and "integration" not in o.email),
+                    key=lambda o: o.id)[:3]
+    return {
         "timezone": "America/New_York",
         "holidays": {"country": "US"},
         "owners": {"routing": {"pool": [o.email for o in people]}},
-    })
+    }
+
+
+def demo_policy(connector) -> Policy:
+    return Policy.from_mapping(demo_policy_mapping(connector))
 
 
 def describe_writes(plans) -> str:
@@ -107,7 +113,8 @@ def run_crm(crm: str, settings: Settings, records: int, realtime: bool) -> dict:
         if realtime:
             from connectors.demo_realtime import run_realtime
 
-            summary["realtime"] = run_realtime(crm, emulator, connector, policy, settings, console)
+            summary["realtime"] = run_realtime(crm, emulator, connector, demo_policy_mapping(connector),
+                                               Settings({**settings.values, **connector_settings}), console)
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
 

@@ -35,3 +35,13 @@ def test_apply_converges_in_one_pass(crm, caplog):
     leftovers = {str(p.ref): p.describe() for p in after.plans if not p.is_noop}
     assert leftovers == {}
     assert not after.statuses.get("ownerless") and not after.statuses.get("queue_owned")
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_the_real_time_path(tmp_path):
+    from adapter.settings import Settings
+    from connectors.demo import run_crm
+
+    summary = run_crm("hubspot", Settings({"BATON_DATA_DIR": str(tmp_path)}), records=40, realtime=True)
+    assert summary["failures"] == 0 and summary["writes_after"] == 0
+    assert summary["realtime"]["webhook_batches"] > 0 and summary["realtime"]["echo_writes"] == 0

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from flask import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -30,19 +29,39 @@ from adapter.errors import MalformedWebhook, WebhookVerificationError
 from adapter.model import Event
 from adapter.queue import MarkResult, RealtimeQueue
 
+Hint = tuple[str, str, str]
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 
 
-@dataclass
 class Parsed:
-    """What a receiver found in a verified body."""
+    """What a receiver found in a verified body.
 
-    events: Sequence[Event] = ()
-    ignored: int = 0
-    own_writes: int = 0
-    context: dict = field(default_factory=dict)
+    A receiver gives either `events` (normalised `Event`s), or `hints` — (event key,
+    "crm:type", record id) per event, all the queue needs — with `make_events` to build the
+    `Event`s only if someone asks for them (the HubSpot hot path).
+    """
+
+    __slots__ = ("_events", "_make_events", "hints", "ignored", "own_writes", "context")
+
+    def __init__(self, events: Sequence[Event] = (), ignored: int = 0, own_writes: int = 0,
+                 context: dict | None = None, *, hints: Sequence[Hint] | None = None,
+                 make_events: Callable[[], Sequence[Event]] | None = None):
+        self._events, self._make_events = events, make_events
+        self.hints, self.ignored, self.own_writes = hints, ignored, own_writes
+        self.context = {} if context is None else context
+
+    @property
+    def events(self) -> Sequence[Event]:
+        if self._make_events is not None:
+            self._events, self._make_events = self._make_events(), None
+        return self._events
+
+    @events.setter
+    def events(self, value: Sequence[Event]) -> None:
+        self._events, self._make_events = value, None
 
 
 class Rejected(Exception):
@@ -87,6 +106,34 @@ class Metrics:
         self.seconds = Histogram(
             "baton_webhook_seconds", "Time to answer a webhook request", ["receiver"], registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self._children: dict[str, ReceiverMetrics] = {}
+
+    def of(self, receiver: str) -> "ReceiverMetrics":
+        """One receiver's series, looked up once: prometheus' `labels()` is slow per request."""
+        children = self._children.get(receiver)
+        if children is None:
+            children = self._children[receiver] = ReceiverMetrics(self, receiver)
+        return children
+
+
+class ReceiverMetrics:
+    """Cached label children of `Metrics` for one receiver."""
+
+    OUTCOMES = ("accepted", "duplicate", "ignored", "own_write")
+
+    def __init__(self, metrics: Metrics, receiver: str):
+        self._metrics, self._receiver = metrics, receiver
+        self.seconds = metrics.seconds.labels(receiver)
+        self.accepted_requests = metrics.requests.labels(receiver, "accepted")
+        self.rejected_requests = metrics.requests.labels(receiver, "rejected")
+        self.events = {outcome: metrics.events.labels(receiver, outcome) for outcome in self.OUTCOMES}
+        self._rejections: dict[str, Counter] = {}
+
+    def rejection(self, reason: str):
+        child = self._rejections.get(reason)
+        if child is None:
+            child = self._rejections[reason] = self._metrics.rejections.labels(self._receiver, reason)
+        return child
 
 
 class Inbox:
@@ -96,14 +143,15 @@ class Inbox:
 
     def handle(self, receiver: Receiver, request: Request) -> Response:
         started = time.perf_counter()
+        metrics = self.metrics.of(receiver.name)
         try:
-            response = self._handle(receiver, request)
+            response = self._handle(receiver, request, metrics)
         except Rejected as refusal:
-            response = self._reject(receiver, refusal)
-        self.metrics.seconds.labels(receiver.name).observe(time.perf_counter() - started)
+            response = self._reject(receiver, refusal, metrics)
+        metrics.seconds.observe(time.perf_counter() - started)
         return response
 
-    def _handle(self, receiver: Receiver, request: Request) -> Response:
+    def _handle(self, receiver: Receiver, request: Request, metrics: ReceiverMetrics) -> Response:
         body = self._read(receiver, request)
         try:
             receiver.verify(request, body)
@@ -113,11 +161,14 @@ class Inbox:
         except MalformedWebhook as exc:
             raise Rejected(400, "malformed", str(exc)) from None
         try:
-            marked = self.queue.mark_pending(parsed.events)
+            if parsed.hints is not None:
+                marked = self.queue.mark_hints(parsed.hints)
+            else:
+                marked = self.queue.mark_pending(parsed.events)
         except RedisError as exc:
             log.error("webhook %s: queue unavailable: %s", receiver.name, exc)
             raise Rejected(503, "unavailable", "queue unavailable; deliver again later") from None
-        self._count(receiver, parsed, marked)
+        self._count(metrics, parsed, marked)
         return receiver.accepted(parsed, marked)
 
     def _read(self, receiver: Receiver, request: Request) -> bytes:
@@ -137,17 +188,21 @@ class Inbox:
             raise Rejected(413, "too_large", f"body of {len(body)} bytes exceeds {limit}")
         return body
 
-    def _count(self, receiver: Receiver, parsed: Parsed, marked: MarkResult) -> None:
-        m, name = self.metrics, receiver.name
-        m.requests.labels(name, "accepted").inc()
-        for outcome, value in (("accepted", marked.accepted), ("duplicate", marked.duplicates),
-                               ("ignored", parsed.ignored), ("own_write", parsed.own_writes)):
-            if value:
-                m.events.labels(name, outcome).inc(value)
+    def _count(self, metrics: ReceiverMetrics, parsed: Parsed, marked: MarkResult) -> None:
+        metrics.accepted_requests.inc()
+        events = metrics.events
+        if marked.accepted:
+            events["accepted"].inc(marked.accepted)
+        if marked.duplicates:
+            events["duplicate"].inc(marked.duplicates)
+        if parsed.ignored:
+            events["ignored"].inc(parsed.ignored)
+        if parsed.own_writes:
+            events["own_write"].inc(parsed.own_writes)
 
-    def _reject(self, receiver: Receiver, refusal: Rejected) -> Response:
-        self.metrics.requests.labels(receiver.name, "rejected").inc()
-        self.metrics.rejections.labels(receiver.name, refusal.reason).inc()
+    def _reject(self, receiver: Receiver, refusal: Rejected, metrics: ReceiverMetrics) -> Response:
+        metrics.rejected_requests.inc()
+        metrics.rejection(refusal.reason).inc()
         log.info("webhook %s refused (%s): %s", receiver.name, refusal.status, refusal.message)
         message = refusal.message.replace("\n", " ")[:300]
         return Response(f"{refusal.reason}: {message}\n", status=refusal.status, mimetype="text/plain")

@@ -45,6 +45,9 @@ MODIFIED_PROPERTY = {"deal": "hs_lastmodifieddate", "contact": "lastmodifieddate
                      "company": "hs_lastmodifieddate", "ticket": "hs_lastmodifieddate"}
 OWNER_PROPERTY = "hubspot_owner_id"
 CREATED_PROPERTY = "createdate"
+#: HubSpot's "Last activity date", kept on contacts, companies, deals and tickets: when a note,
+#: email, call, meeting or task was last logged on the record. Read-only, set by HubSpot.
+ACTIVITY_DATE_PROPERTY = "notes_last_updated"
 
 #: The record types whose associated records Baton also associates its tasks with.
 RELATED_TYPES = {"deal": ("contact", "company"), "ticket": ("contact", "company"),
@@ -115,7 +118,7 @@ class HubSpotFields:
     def record_properties(self, object_type: str) -> list[str]:
         """Every property `load` reads for a record of this neutral type."""
         names = [*NAME_PROPERTIES[object_type], STAGE_PROPERTY[object_type], OWNER_PROPERTY,
-                 CREATED_PROPERTY, MODIFIED_PROPERTY[object_type]]
+                 CREATED_PROPERTY, MODIFIED_PROPERTY[object_type], ACTIVITY_DATE_PROPERTY]
         if object_type in PIPELINE_PROPERTY:
             names.append(PIPELINE_PROPERTY[object_type])
         return sorted(set(names) | set(self.property_names))

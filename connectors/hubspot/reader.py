@@ -82,36 +82,77 @@ class Reader:
             else:
                 by_type[ref.object_type].append(ref)
         for object_type, typed in by_type.items():
-            for chunk in chunked(typed):
-                self._load_chunk(object_type, chunk, result)
+            self._load_type(object_type, typed, result)
         return result
 
-    # -- one batch of up to 100 records ------------------------------------------------------
-    def _load_chunk(self, object_type: str, refs: Sequence[RecordRef], result: LoadResult) -> None:
+    # -- all the records of one type, 100 ids per call ------------------------------------------
+    def _load_type(self, object_type: str, refs: Sequence[RecordRef], result: LoadResult) -> None:
         hubspot_type = self._fields.object_name(object_type)
         records, missing, refused = self._read_records(object_type, refs)
         result.missing.extend(missing)
         result.failures.extend(refused)
         if not records:
             return
-        ids = list(records)
-        associated: dict[str, dict[str, list[str]]] = {}
+        fields = {i: self._fields.decode_fields(r.properties or {}) for i, r in records.items()}
+        cutoffs = {i: fields[i].get("activities_read_at") or self._now() - ACTIVITY_LOOKBACK for i in records}
         unreadable: dict[str, str] = {}
-        for to_type in ENGAGEMENTS + tuple(self._fields.object_name(t) for t in RELATED_TYPES[object_type]):
-            associated[to_type], errors = self._associations(hubspot_type, to_type, ids)
-            unreadable.update(errors)
+        links = {TASKS: self._associations(hubspot_type, TASKS, list(records), unreadable)}
+        logging = [i for i, r in records.items() if self._may_have_new_activity(r.properties or {}, cutoffs[i])]
+        for kind in ACTIVITY_KINDS:
+            links[kind] = self._associations(hubspot_type, kind, logging, unreadable)
+        engagements = {
+            kind: self._read_objects(kind, _union(ids for i, ids in links[kind].items() if i not in unreadable),
+                                     self._engagement_properties(kind))
+            for kind in (TASKS, *ACTIVITY_KINDS)
+        }
+        url = {i: self.record_url(object_type, i) for i in records}
+        activities = {i: self._activities(links, engagements, i, cutoffs[i], url[i]) for i in logging}
+        # Contacts and companies only matter to the tasks made from a note or email not read yet.
+        mining = [i for i in logging if any(a.source is None for a in activities[i])]
+        related = {
+            related_type: self._associations(hubspot_type, self._fields.object_name(related_type), mining, unreadable)
+            for related_type in RELATED_TYPES[object_type]
+        }
         # A snapshot missing its tasks would make the core create a second prompt: skip the record.
         result.failures.extend(Failure(RecordRef(CRM, object_type, i), reason, retriable=True)
-                               for i, reason in unreadable.items() if i in records)
-        engagements = {
-            kind: self._read_objects(kind, _union(associated[kind].values()), self._engagement_properties(kind))
-            for kind in ENGAGEMENTS
-        }
+                               for i, reason in unreadable.items())
         for record_id, record in records.items():
-            if record_id not in unreadable:
-                links = {kind: associated[kind].get(record_id, ()) for kind in associated}
-                result.snapshots.append(self._snapshot(RecordRef(CRM, object_type, record_id), record, links,
-                                                       engagements))
+            if record_id in unreadable:
+                continue
+            ref = RecordRef(CRM, object_type, record_id)
+            tasks = [task_from(o, ref) for i in links[TASKS].get(record_id, ()) if (o := engagements[TASKS].get(i))]
+            result.snapshots.append(self._snapshot(
+                ref, record, fields[record_id], tasks, activities.get(record_id, ()),
+                tuple(RecordRef(CRM, related_type, to_id) for related_type, found in related.items()
+                      for to_id in dict.fromkeys(found.get(record_id, ()))),
+                url[record_id]))
+
+    def _may_have_new_activity(self, props: Mapping[str, str | None], cutoff: datetime) -> bool:
+        """Whether a note, email or call may have been logged after `cutoff`, from the record's
+        "Last activity date" alone: records nobody touched since Baton last read them cost no reads.
+
+        HubSpot moves the date forward whenever an engagement is logged on the record, so an
+        activity logged after Baton last read the record leaves it later than `cutoff` (the
+        newest activity Baton has read, or the start of the lookback). Compared to the second,
+        as the core compares activity times. Read anyway when the property is not there at all
+        (an object that keeps none), or when `cutoff` is in the future (Baton read an activity
+        dated ahead: one logged since may be dated before it and still be new).
+        """
+        if ACTIVITY_DATE_PROPERTY not in props:
+            return True
+        logged = parse_datetime(props[ACTIVITY_DATE_PROPERTY])
+        if logged is None:
+            return False  # nothing was ever logged on this record
+        return to_second(logged) > to_second(cutoff) or cutoff > self._now()
+
+    def _activities(self, links, engagements, record_id: str, cutoff: datetime, url: str | None) -> list[Activity]:
+        """The record's notes, emails and calls after `cutoff`, plus Baton's own notes whatever their
+        date: their markers tell the core which transfers are already logged."""
+        return [
+            activity for kind in ACTIVITY_KINDS for i in links[kind].get(record_id, ())
+            if (o := engagements[kind].get(i)) and (activity := activity_from(kind, o, url))
+            and (activity.source is not None or activity.at > cutoff)
+        ]
 
     def _read_records(self, object_type: str, refs: Sequence[RecordRef]):
         hubspot_type = self._fields.object_name(object_type)

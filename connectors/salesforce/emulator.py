@@ -47,6 +47,7 @@ from .emulator_auth import Credentials, SessionRegistry, auth_blueprint
 from .emulator_metadata import MetadataStore, metadata_blueprint
 from .emulator_outbound import OutboundMessages
 from .emulator_rest import json_response, rest_blueprint
+from .emulator_schema import object_for_id
 from .emulator_seed import seed_org
 from .emulator_soql_eval import QueryEngine
 from .emulator_state import DmlError, OrgState, SalesforceError
@@ -269,13 +270,35 @@ class SalesforceEmulator:
                                from_address: str = "customer@example.com", to_address: str = "rep@example.com",
                                html_body: str | None = None, message_date: datetime | None = None,
                                by: str | None = None) -> str:
+        """An email logged on a record, as Enhanced Email stores it.
+
+        On an Opportunity, Account or Case the email's `RelatedToId` is the record (and
+        `ParentId` for a Case). Leads and contacts cannot be a `RelatedToId`: the email is
+        linked to them by `EmailMessageRelation` rows instead — the person as sender (incoming)
+        or recipient (outgoing), and the user on the other side.
+        """
         at = message_date or self.clock()
-        fields = {"RelatedToId": related_to_id, "Subject": subject, "TextBody": text_body, "Incoming": incoming,
-                  "FromAddress": from_address, "ToAddress": to_address, "MessageDate": at.isoformat(),
-                  "HtmlBody": html_body, "Status": "0" if incoming else "3"}
+        person = object_for_id(related_to_id) in {"Lead", "Contact"}
+        fields = {"Subject": subject, "TextBody": text_body, "Incoming": incoming, "FromAddress": from_address,
+                  "ToAddress": to_address, "MessageDate": at.isoformat(), "HtmlBody": html_body,
+                  "Status": "0" if incoming else "3", "RelatedToId": None if person else related_to_id}
         if related_to_id.startswith("500"):
             fields["ParentId"] = related_to_id
-        return self.user_create("EmailMessage", fields, by=by, at=at)
+        user = self._person(by)
+        with self.state.lock:  # readers see the email together with its relations
+            email_id = self.user_create("EmailMessage", fields, by=by, at=at)
+            if person:
+                customer, rep = (("FromAddress", from_address), ("ToAddress", to_address)) if incoming \
+                    else (("ToAddress", to_address), ("FromAddress", from_address))
+                for relation_id, (relation_type, address) in ((related_to_id, customer), (user, rep)):
+                    self.user_create("EmailMessageRelation", {
+                        "EmailMessageId": email_id, "RelationId": relation_id, "RelationType": relation_type,
+                        "RelationAddress": address}, by=by, at=at)
+        return email_id
+
+    def set_field_history_tracking(self, sobject: str, field_name: str, tracked: bool = True) -> None:
+        """An admin turns field history tracking on or off (what `FieldDefinition.IsFieldHistoryTracked` reads)."""
+        self.state.set_history_tracking(sobject, field_name, tracked)
 
     def user_add_note(self, linked_entity_id: str, *, title: str, body: str, by: str | None = None,
                       at: datetime | None = None) -> str:

@@ -2,7 +2,8 @@
 
 A rule names an object, the fields to send and (optionally) the fields whose change fires
 it, like a workflow rule with an Outbound Message action. Every committed write that
-matches (REST, sObject Collections or a user-action helper) queues one Notification; a
+matches (REST, sObject Collections or a user-action helper) queues one Notification
+(`add_manifest_rules()` sets up the ones Baton's manifest.json declares); a
 background thread posts them in batches of up to 100 per action, in the documented shape:
 
     <soapenv:Envelope><soapenv:Body>
@@ -25,11 +26,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from xml.sax.saxutils import escape
 
 import requests
 from defusedxml import ElementTree
+
+from adapter.manifest import load_manifest
 
 from .emulator_state import Change
 
@@ -52,6 +55,7 @@ class OutboundRule:
     fields: tuple[str, ...]
     trigger_fields: frozenset[str] | None  # None: any change fires
     on_create: bool
+    name: str | None = None
 
 
 @dataclass
@@ -132,16 +136,46 @@ class OutboundMessages:
                 self._thread.start()
 
     def add_rule(self, sobject: str, fields: Iterable[str] = ("Id",), *, trigger_fields: Iterable[str] | None = None,
-                 on_create: bool = True) -> str:
-        """Send `fields` of `sobject` whenever a record is created or one of `trigger_fields` changes."""
+                 on_create: bool = True, name: str | None = None) -> str:
+        """Send `fields` of `sobject` whenever a record is created or one of `trigger_fields` changes.
+
+        A `name` identifies the Outbound Message on its object: adding a rule under a name that
+        exists replaces it and keeps its action id, as redeploying the same metadata does.
+        Returns the action id (the `ActionId` of every message the rule sends).
+        """
         obj = self._emulator.state.object_def(sobject)
-        names = ["Id"] + [obj.get_field(f).name for f in fields if f.lower() != "id"]  # type: ignore[union-attr]
-        triggers = None if trigger_fields is None else frozenset(obj.get_field(f).name  # type: ignore[union-attr]
-                                                                  for f in trigger_fields)
-        rule = OutboundRule(self._emulator.state.ids.new("04k"), obj.name, tuple(names), triggers, on_create)
+        names = ["Id"] + [self._field(obj, f) for f in fields if f.lower() != "id"]
+        triggers = None if trigger_fields is None else frozenset(self._field(obj, f) for f in trigger_fields)
         with self._condition:
-            self._rules.append(rule)
+            existing = next((r for r in self._rules if name and (r.sobject, r.name) == (obj.name, name)), None)
+            action_id = existing.action_id if existing else self._emulator.state.ids.new("04k")
+            rule = OutboundRule(action_id, obj.name, tuple(dict.fromkeys(names)), triggers, on_create, name)
+            self._rules = [r for r in self._rules if r is not existing] + [rule]
         return rule.action_id
+
+    def add_manifest_rules(self, manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Baton's Outbound Messages as `manifest.json` declares them (`crms.salesforce.outbound_messages`).
+
+        Each fires on create and when one of its `trigger_fields` changes, like the
+        record-triggered flow Baton's package deploys with it. Safe to call again. Returns
+        {message name: action id}.
+        """
+        manifest = manifest if manifest is not None else load_manifest()
+        return {spec["name"]: self.add_rule(spec["object"], spec.get("fields", ("Id",)),
+                                            trigger_fields=spec.get("trigger_fields"), name=spec["name"])
+                for spec in manifest["crms"]["salesforce"].get("outbound_messages") or ()}
+
+    @property
+    def rules(self) -> tuple[OutboundRule, ...]:
+        with self._condition:
+            return tuple(self._rules)
+
+    @staticmethod
+    def _field(obj: Any, name: str) -> str:
+        definition = obj.get_field(name)
+        if definition is None:
+            raise ValueError(f"{obj.name} has no field {name!r}")
+        return definition.name
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued notification was delivered or given up; False on timeout."""
@@ -166,7 +200,7 @@ class OutboundMessages:
     def _on_change(self, change: Change) -> None:
         if change.kind == "deleted":
             return
-        for rule in self._rules:
+        for rule in self._rules:  # replaced, never mutated: safe to iterate without the lock
             if rule.sobject != change.sobject:
                 continue
             if change.kind == "created" and not rule.on_create:

@@ -24,6 +24,8 @@ __all__ = [
     "OPPORTUNITY_STAGES",
     "CLOSED_CASE_STATUSES",
     "CLOSED_TASK_STATUSES",
+    "DEFINITION_OBJECTS",
+    "EMAIL_RELATION_TYPES",
 ]
 
 # Field types as `describe` reports them. Long text and blobs can be neither filtered nor
@@ -194,6 +196,7 @@ CLOSED_CASE_STATUSES = frozenset({"Closed"})
 CLOSED_TASK_STATUSES = frozenset({"Completed"})
 LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
 CASE_STATUSES = ("New", "Working", "Escalated", "Closed")
+EMAIL_RELATION_TYPES = ("FromAddress", "ToAddress", "CcAddress", "BccAddress")
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 
 _OWNER_USER = _ref("OwnerId", "User", relationship="Owner", nillable=False)
@@ -337,6 +340,16 @@ _OBJECT_LIST: tuple[ObjectDef, ...] = (
         _ref("ParentId", "Case", relationship="Parent"), _ref("ActivityId", "Task", relationship="Activity"),
         FieldDef("MessageIdentifier"), FieldDef("ThreadIdentifier"), _ro("HasAttachment", "boolean"),
     )),
+    # Enhanced Email: who an email was from/to among contacts, leads and users. Leads and
+    # contacts are not "What"s, so this is how their emails are found (RelatedToId stays null).
+    ObjectDef("EmailMessageRelation", "0AT", _system_fields() + (
+        _ref("EmailMessageId", "EmailMessage", relationship="EmailMessage", nillable=False, updateable=False),
+        _ref("RelationId", "Contact", "Lead", "User", relationship="Relation"),
+        FieldDef("RelationType", "picklist", picklist_values=EMAIL_RELATION_TYPES, restricted_picklist=True,
+                 nillable=False),
+        FieldDef("RelationAddress", "email"),
+        _ro("RelationObjectType"),
+    ), required_on_create=("EmailMessageId", "RelationType")),
     ObjectDef("ContentNote", "069", _system_fields() + (
         FieldDef("Title", nillable=False), FieldDef("Content", "base64"), _ro("TextPreview", length=300),
         _ro("FileType"), _ro("FileExtension"), _ro("ContentSize", "int"),
@@ -354,6 +367,19 @@ _OBJECT_LIST: tuple[ObjectDef, ...] = (
         FieldDef("Visibility", "picklist", picklist_values=("AllUsers", "InternalUsers", "SharedUsers"),
                  default="AllUsers"),
     ), required_on_create=("ContentDocumentId", "LinkedEntityId")),
+    # Setup metadata as rows (read-only, rebuilt from the schema by `OrgState`). Their ids are
+    # durable ids, not record ids: "Opportunity" and "Opportunity.OwnerId", as in a real org.
+    ObjectDef("EntityDefinition", "", (
+        _ro("Id", "id", nillable=False), _ro("DurableId"), _ro("QualifiedApiName"), _ro("DeveloperName"),
+        _ro("Label"), _ro("KeyPrefix"),
+    ), createable=False, updateable=False),
+    ObjectDef("FieldDefinition", "", (
+        _ro("Id", "id", nillable=False), _ro("DurableId"), _ro("QualifiedApiName"), _ro("DeveloperName"),
+        _ro("Label"), _ro("DataType"),
+        _ref("EntityDefinitionId", "EntityDefinition", relationship="EntityDefinition", createable=False,
+             updateable=False, nillable=False),
+        _ro("IsFieldHistoryTracked", "boolean", nillable=False), _ro("IsNillable", "boolean", nillable=False),
+    ), createable=False, updateable=False),
     _history_object("OpportunityFieldHistory", "Opportunity"),
     _history_object("LeadHistory", "Lead"),
     _history_object("CaseHistory", "Case"),
@@ -362,7 +388,9 @@ _OBJECT_LIST: tuple[ObjectDef, ...] = (
 
 OBJECTS: dict[str, ObjectDef] = {obj.name: obj for obj in _OBJECT_LIST}
 # History objects share 017, so a prefix alone does not name them; they are never looked up by id.
-KEY_PREFIXES: dict[str, str] = {obj.key_prefix: obj.name for obj in _OBJECT_LIST if obj.key_prefix != "017"}
+# Definition objects have no prefix: their ids are durable ids ("Opportunity.OwnerId").
+KEY_PREFIXES: dict[str, str] = {obj.key_prefix: obj.name for obj in _OBJECT_LIST if obj.key_prefix not in {"017", ""}}
+DEFINITION_OBJECTS = frozenset({"EntityDefinition", "FieldDefinition"})
 
 
 def object_for_id(record_id: str) -> str | None:

@@ -24,8 +24,17 @@ from .emulator_state import OrgState, SalesforceError, normalize_id, to_json_val
 __all__ = ["QueryEngine", "QueryResult"]
 
 _POLYMORPHIC_TYPE = FieldDef("Type", "string", createable=False, updateable=False)
-# ContentDocumentLink cannot be listed wholesale in a real org; connectors must filter it.
-_LINK_FILTER_FIELDS = {"linkedentityid", "contentdocumentid"}
+# Objects a real org refuses to list wholesale: a query must filter on one of these paths
+# (= one value or IN several), or it fails with MALFORMED_QUERY.
+_REQUIRED_FILTERS = {
+    "ContentDocumentLink": ({"linkedentityid", "contentdocumentid"}, (
+        "Implementation restriction: ContentDocumentLink requires a filter by a single Id on ContentDocumentId or "
+        "LinkedEntityId using the equals operator or multiple Id's using the IN operator.")),
+    "FieldDefinition": ({"entitydefinitionid", "entitydefinition.qualifiedapiname", "entitydefinition.durableid",
+                         "durableid"}, (
+        "Implementation restriction: FieldDefinition requires a filter by a single Durable Id, EntityDefinitionId "
+        "or EntityDefinition.QualifiedApiName using the equals operator, or several using the IN operator.")),
+}
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,9 @@ class QueryEngine:
         with self.state.lock:
             obj = self._object(query.sobject)
             plan = self._plan(obj, query)
-            if obj.name == "ContentDocumentLink" and not _filters_on(query.where, _LINK_FILTER_FIELDS):
-                raise SalesforceError(400, "MALFORMED_QUERY", (
-                    "Implementation restriction: ContentDocumentLink requires a filter by a single Id on "
-                    "ContentDocumentId or LinkedEntityId using the equals operator or multiple Id's using the "
-                    "IN operator."))
+            required = _REQUIRED_FILTERS.get(obj.name)
+            if required and not _filters_on(query.where, required[0]):
+                raise SalesforceError(400, "MALFORMED_QUERY", required[1])
             rows = self._rows(plan, self._candidates(obj, query.where, include_deleted))
             if query.count_only:
                 return QueryResult(obj.name, len(rows), [])
@@ -396,10 +403,13 @@ def _like_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) + r"\Z", re.IGNORECASE | re.DOTALL)
 
 
-def _filters_on(condition: Condition | None, field_names: set[str]) -> bool:
+def _filters_on(condition: Condition | None, paths: set[str]) -> bool:
+    """Whether every row the condition admits is pinned by `=` or `IN` on one of `paths` (lower case)."""
     if isinstance(condition, BoolOp):
-        return any(_filters_on(operand, field_names) for operand in condition.operands) \
-            if condition.operator == "AND" else all(_filters_on(o, field_names) for o in condition.operands)
+        return any(_filters_on(operand, paths) for operand in condition.operands) \
+            if condition.operator == "AND" else all(_filters_on(o, paths) for o in condition.operands)
+    if isinstance(condition, Comparison) and condition.operator != "=":
+        return False
     if isinstance(condition, (Comparison, InList)):
-        return condition.path.parts[-1].lower() in field_names and not getattr(condition, "negated", False)
+        return str(condition.path).lower() in paths and not getattr(condition, "negated", False)
     return False

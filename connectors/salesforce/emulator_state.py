@@ -15,18 +15,20 @@ import html
 import re
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from .emulator_schema import (
     CLOSED_CASE_STATUSES,
     CLOSED_TASK_STATUSES,
+    DEFINITION_OBJECTS,
     ID_TYPES,
     NUMBER_TYPES,
     OBJECTS,
     OPPORTUNITY_STAGES,
     FieldDef,
+    HistoryConfig,
     IdFactory,
     ObjectDef,
     object_for_id,
@@ -132,6 +134,10 @@ class OrgState:
         self.assignment_rules: dict[str, str] = {}
         self.listeners: list[Callable[[Change], None]] = []
         self._case_numbers = iter(range(1001, 10**9))
+        # EntityDefinition / FieldDefinition rows by durable id ("Opportunity", "Opportunity.OwnerId").
+        self._durable: dict[str, tuple[str, dict]] = {}
+        for name in self.schema:
+            self._refresh_definitions(name)
         now = clock()
         self.records["Organization"][org_id] = self._system_values("Organization", org_id, None, now) | {
             "Name": org_name, "IsSandbox": False, "OrganizationType": "Enterprise Edition",
@@ -156,7 +162,11 @@ class OrgState:
         return obj
 
     def get(self, record_id: str | None, *, include_deleted: bool = False) -> tuple[str, dict] | None:
-        if not record_id or not _ID_PATTERN.match(record_id):
+        if not record_id:
+            return None
+        if record_id in self._durable:
+            return self._durable[record_id]
+        if not _ID_PATTERN.match(record_id):
             return None
         record_id = normalize_id(record_id)
         sobject = object_for_id(record_id)
@@ -179,7 +189,7 @@ class OrgState:
         found = self.get(record_id, include_deleted=True)
         return found[1].get("Name") if found else None
 
-    # ----------------------------------------------------------------- custom fields
+    # ----------------------------------------------------------------- schema changes
     def add_field(self, sobject: str, new_field: FieldDef) -> None:
         with self.lock:
             obj = self.object_def(sobject)
@@ -187,6 +197,7 @@ class OrgState:
             default = new_field.default if new_field.type == "boolean" else None
             for record in self.records[obj.name].values():
                 record.setdefault(new_field.name, default)
+            self._refresh_definitions(obj.name)
 
     def remove_field(self, sobject: str, name: str) -> None:
         with self.lock:
@@ -194,6 +205,45 @@ class OrgState:
             self.schema[obj.name] = obj.without_field(name)
             for record in self.records[obj.name].values():
                 record.pop(name, None)
+            self._refresh_definitions(obj.name)
+
+    def set_history_tracking(self, sobject: str, field_name: str, tracked: bool) -> None:
+        """Turn field history tracking on or off for one field (Setup → Fields → Set History Tracking)."""
+        with self.lock:
+            obj = self.object_def(sobject)
+            definition = obj.get_field(field_name)
+            if obj.history is None or definition is None:
+                raise SalesforceError(400, "INVALID_FIELD", f"{obj.name}.{field_name} cannot be history tracked")
+            names = obj.history.tracked | {definition.name} if tracked else obj.history.tracked - {definition.name}
+            history = HistoryConfig(obj.history.history_object, obj.history.parent_field, frozenset(names))
+            self.schema[obj.name] = replace(obj, history=history, _by_lower={})
+            self._refresh_definitions(obj.name)
+
+    def _refresh_definitions(self, sobject: str) -> None:
+        """Rebuild the EntityDefinition and FieldDefinition rows of one object from its schema."""
+        if sobject in DEFINITION_OBJECTS:
+            return
+        obj = self.schema[sobject]
+        entities, fields = self.records["EntityDefinition"], self.records["FieldDefinition"]
+        by_entity = self.children[("FieldDefinition", "EntityDefinitionId")]
+        for old_id in by_entity.pop(obj.name, ()):
+            fields.pop(old_id, None)
+            self._durable.pop(old_id, None)
+        entity = {"Id": obj.name, "IsDeleted": False, "DurableId": obj.name, "QualifiedApiName": obj.name,
+                  "DeveloperName": obj.name, "Label": obj.label or obj.name, "KeyPrefix": obj.key_prefix or None}
+        entities[obj.name] = entity
+        self._durable[obj.name] = ("EntityDefinition", entity)
+        tracked = obj.history.tracked if obj.history else frozenset()
+        for definition in obj.fields:
+            durable_id = f"{obj.name}.{definition.name}"
+            row = {"Id": durable_id, "IsDeleted": False, "DurableId": durable_id,
+                   "QualifiedApiName": definition.name, "DeveloperName": definition.name.removesuffix("__c"),
+                   "Label": definition.describe()["label"], "DataType": _data_type(definition),
+                   "EntityDefinitionId": obj.name, "IsFieldHistoryTracked": definition.name in tracked,
+                   "IsNillable": definition.nillable}
+            fields[durable_id] = row
+            self._durable[durable_id] = ("FieldDefinition", row)
+            by_entity[obj.name].append(durable_id)
 
     # ----------------------------------------------------------------- DML
     def insert(self, sobject: str, values: dict, *, actor: str, auto_assign: bool = True,
@@ -412,6 +462,11 @@ class OrgState:
                           ContentSize=len(content))
         elif obj.name == "EmailMessage":
             record["HasAttachment"] = False
+        elif obj.name == "EmailMessageRelation":
+            related = self.get(record.get("RelationId"))
+            record["RelationObjectType"] = related[0] if related else None
+            if related and not record.get("RelationAddress"):
+                record["RelationAddress"] = related[1].get("Email")
 
     def _commit(self, kind: str, sobject: str, record: dict, before: dict | None, actor: str,
                 now: datetime) -> Change:
@@ -509,6 +564,20 @@ class OrgState:
             if history:
                 self._write_history(sobject, record, None, record.get("CreatedById", actor), record.get("CreatedDate", now))
             return record_id
+
+
+def _data_type(definition: FieldDef) -> str:
+    """FieldDefinition.DataType: the type as Setup shows it ("Lookup(User,Group)", "Text(255)")."""
+    kind = definition.type
+    if kind in ID_TYPES:
+        return f"Lookup({','.join(definition.reference_to)})" if definition.reference_to else "Lookup()"
+    if kind in {"string", "email", "phone", "url", "textarea"}:
+        label = {"string": "Text", "email": "Email", "phone": "Phone", "url": "URL",
+                 "textarea": "Long Text Area" if definition.length > 255 else "Text Area"}[kind]
+        return f"{label}({definition.length})" if kind in {"string", "textarea"} else label
+    return {"boolean": "Checkbox", "date": "Date", "datetime": "Date/Time", "double": "Number",
+            "int": "Number", "currency": "Currency", "percent": "Percent", "picklist": "Picklist",
+            "combobox": "Picklist", "base64": "Content", "anyType": "Any"}.get(kind, kind.capitalize())
 
 
 def _fail(raw: Any) -> Any:
