@@ -341,6 +341,68 @@ def test_user_helpers_write_like_a_person(emu, sf):
     assert body.content == b"<p>Budget approved &lt;for&gt; Q3</p>"
 
 
+def test_lead_email_is_linked_by_email_message_relation(emu, sf):
+    lead = sf.Lead.create({"LastName": "Lee", "Company": "Acme", "Email": "lee@acme.example"})["id"]
+    rep = emu.state.admin_user_id
+    earlier = NOW - timedelta(hours=2)
+    email = emu.user_add_email_message(lead, subject="Pricing", text_body="Can you send pricing by Thursday?",
+                                       from_address="lee@acme.example", to_address="admin@baton-emulator.example",
+                                       message_date=earlier, by=rep)
+    assert emu.record(email)["RelatedToId"] is None  # a Lead is not a "What"
+    # What the connector asks: the links of these leads, for emails newer than its watermark.
+    soql = ("SELECT RelationId, EmailMessageId, RelationType, RelationObjectType, RelationAddress "
+            f"FROM EmailMessageRelation WHERE RelationId IN ('{lead}') AND EmailMessage.MessageDate > ")
+    [row] = sf.query(soql + (earlier - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))["records"]
+    assert {k: row[k] for k in ("RelationId", "EmailMessageId", "RelationType", "RelationObjectType",
+                                "RelationAddress")} == {
+        "RelationId": lead, "EmailMessageId": email, "RelationType": "FromAddress", "RelationObjectType": "Lead",
+        "RelationAddress": "lee@acme.example"}
+    assert sf.query(soql + earlier.strftime("%Y-%m-%dT%H:%M:%SZ"))["totalSize"] == 0
+    both = sf.query(f"SELECT RelationId, RelationType FROM EmailMessageRelation WHERE EmailMessageId = '{email}'")
+    assert {(r["RelationId"], r["RelationType"]) for r in both["records"]} == {(lead, "FromAddress"),
+                                                                              (rep, "ToAddress")}
+
+    contact = emu.user_create("Contact", {"LastName": "Cole", "Email": "cole@acme.example"})
+    reply = emu.user_add_email_message(contact, subject="Re: pricing", text_body="Attached.", incoming=False,
+                                       from_address="admin@baton-emulator.example", to_address="cole@acme.example")
+    rows = sf.query(f"SELECT RelationType, RelationAddress FROM EmailMessageRelation "
+                    f"WHERE RelationId = '{contact}'")["records"]
+    assert [(r["RelationType"], r["RelationAddress"]) for r in rows] == [("ToAddress", "cole@acme.example")]
+    opportunity = new_opportunity(sf)
+    emu.user_add_email_message(opportunity, subject="Hi", text_body="Hello")
+    assert sf.query("SELECT COUNT() FROM EmailMessageRelation")["totalSize"] == 4  # none for the Opportunity
+    assert emu.record(reply)["RelatedToId"] is None
+
+
+def test_field_definition_tells_whether_owner_history_is_tracked(emu, sf):
+    soql = ("SELECT EntityDefinition.QualifiedApiName, IsFieldHistoryTracked FROM FieldDefinition "
+            "WHERE EntityDefinition.QualifiedApiName IN ('Lead', 'Opportunity', 'Account', 'Case') "
+            "AND QualifiedApiName = 'OwnerId'")
+    tracked = {r["EntityDefinition"]["QualifiedApiName"]: r["IsFieldHistoryTracked"] for r in sf.query(soql)["records"]}
+    assert tracked == {"Lead": True, "Opportunity": True, "Account": True, "Case": True}
+
+    emu.set_field_history_tracking("Lead", "OwnerId", False)
+    tracked = {r["EntityDefinition"]["QualifiedApiName"]: r["IsFieldHistoryTracked"] for r in sf.query(soql)["records"]}
+    assert tracked["Lead"] is False and tracked["Opportunity"] is True
+    lead = sf.Lead.create({"LastName": "Lee", "Company": "Acme"})["id"]
+    emu.user_set_owner("Lead", lead, emu.state.admin_user_id)
+    assert sf.query(f"SELECT COUNT() FROM LeadHistory WHERE LeadId = '{lead}' AND Field = 'Owner'")["totalSize"] == 0
+
+    row = sf.query("SELECT DurableId, DataType, EntityDefinitionId, IsNillable FROM FieldDefinition "
+                   "WHERE EntityDefinitionId = 'Opportunity' AND QualifiedApiName = 'OwnerId'")["records"][0]
+    assert row["attributes"]["url"].endswith("/sobjects/FieldDefinition/Opportunity.OwnerId")
+    assert (row["DurableId"], row["DataType"], row["EntityDefinitionId"], row["IsNillable"]) == (
+        "Opportunity.OwnerId", "Lookup(User)", "Opportunity", False)
+    # Fields created through the Metadata API show up too; a query must name its objects.
+    assert sf.query("SELECT COUNT() FROM FieldDefinition WHERE EntityDefinition.QualifiedApiName = 'Case' "
+                    "AND QualifiedApiName = 'Baton_Follow_Up_Status__c'")["totalSize"] == 0
+    emu.seed(0, object_types=("case",), custom_fields=True)
+    assert sf.query("SELECT DataType FROM FieldDefinition WHERE EntityDefinition.QualifiedApiName = 'Case' "
+                    "AND QualifiedApiName = 'Baton_Follow_Up_Status__c'")["records"][0]["DataType"] == "Picklist"
+    with pytest.raises(SalesforceMalformedRequest, match="FieldDefinition requires a filter"):
+        sf.query("SELECT QualifiedApiName FROM FieldDefinition WHERE QualifiedApiName = 'OwnerId'")
+
+
 # --------------------------------------------------------------------------- outbound messages
 class _Listener:
     """A local Outbound Message endpoint that fails the first `failures` posts."""
@@ -400,6 +462,35 @@ def test_outbound_gives_up_after_max_attempts(emu, sf):
     finally:
         listener.server.shutdown()
     assert (emu.outbound.delivered, emu.outbound.failed, len(listener.bodies)) == (0, 1, 3)
+
+
+def test_outbound_rules_from_the_manifest(emu, sf):
+    listener = _Listener()
+    try:
+        emu.outbound.configure(listener.url)
+        actions = emu.outbound.add_manifest_rules()
+        assert emu.outbound.add_manifest_rules() == actions  # again: the same rules, not twice as many
+        assert set(actions) == {"Baton_Lead_Changed", "Baton_Opportunity_Changed", "Baton_Account_Changed",
+                                "Baton_Case_Changed"}
+        assert len(emu.outbound.rules) == 4
+        opportunity = new_opportunity(sf)  # created: fires
+        sf.Opportunity.update(opportunity, {"NextStep": "Call"})  # not a trigger field: silent
+        emu.user_set_owner("Opportunity", opportunity, emu.state.admin_user_id)  # fires
+        sf.Lead.create({"LastName": "Lee", "Company": "Acme"})  # fires
+        emu.user_create("Task", {"Subject": "Call", "WhatId": opportunity})  # no rule for Task
+        assert emu.outbound.flush(timeout=5)
+    finally:
+        listener.server.shutdown()
+    assert emu.outbound.delivered == 3
+    sent = []
+    for body in listener.bodies:
+        notifications = ElementTree.fromstring(body).find(f".//{{{OUTBOUND_NS}}}notifications")
+        action = notifications.findtext(f"{{{OUTBOUND_NS}}}ActionId")
+        for sobject in notifications.iter(f"{{{OUTBOUND_NS}}}sObject"):
+            sent.append((action, sobject.get(f"{{{XSI}}}type"), [child.tag.rpartition("}")[2] for child in sobject]))
+    fields = ["Id", "OwnerId", "LastModifiedDate", "LastModifiedById", "SystemModstamp"]
+    assert sorted(sent) == sorted([(actions["Baton_Opportunity_Changed"], "sf:Opportunity", fields)] * 2
+                                  + [(actions["Baton_Lead_Changed"], "sf:Lead", fields)])
 
 
 # --------------------------------------------------------------------------- seeding

@@ -1,8 +1,12 @@
-"""`load`: HubSpot records -> Snapshots, in batches of 100 whatever the number of records.
+"""`load`: HubSpot records -> Snapshots, 100 ids per call whatever the number of records.
 
-For each 100 records of one type: one batch read (with owner history), one v4 association
-read per associated type (tasks, notes, emails, calls, and the contacts/companies Baton
-also associates its tasks with), then one batch read per 100 associated engagements.
+Per 100 records of one type: one batch read (with owner history and the "Last activity
+date") and one v4 association read of their tasks. Only the records on which something may
+have been logged since Baton last read them (see `Reader._may_have_new_activity`) have
+their notes, emails and calls associations read, 100 of those records per call; and only
+the ones with an activity still to read have their contacts and companies read (the core
+associates the tasks it makes from an activity with them). Associated engagements are
+read by id, 100 per call.
 """
 from __future__ import annotations
 
@@ -17,17 +21,20 @@ from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublic
 
 from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task, read_marker
 from adapter.ports import Failure, LoadResult
+from adapter.visibility import to_second
 
 from .batches import batch_errors, chunked, isolate
 from .fields import (
-    ACTIVITY_OBJECTS, ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM, EMAIL_DIRECTIONS, EMAILS,
-    MARKER_PROPERTY, NAME_PROPERTIES, NOTES, OBJECT_TYPE_IDS, OWNER_PROPERTY, PIPELINE_PROPERTY,
-    RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields, decode_marker, parse_datetime,
+    ACTIVITY_DATE_PROPERTY, ACTIVITY_OBJECTS, ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM,
+    EMAIL_DIRECTIONS, EMAILS, MARKER_PROPERTY, NAME_PROPERTIES, NOTES, OBJECT_TYPE_IDS, OWNER_PROPERTY,
+    PIPELINE_PROPERTY, RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields, decode_marker,
+    parse_datetime,
 )
 
 #: Without `activities_read_at`, only this much of a record's history of notes and mail is read.
 ACTIVITY_LOOKBACK = timedelta(days=30)
-ENGAGEMENTS = (TASKS, NOTES, EMAILS, CALLS)
+#: The engagements that are a record's activities (tasks are read for every record).
+ACTIVITY_KINDS = (NOTES, EMAILS, CALLS)
 
 
 class StageIndex:
@@ -164,7 +171,11 @@ class Reader:
                 properties_with_history=[OWNER_PROPERTY])
             return self._client.crm.objects.batch_api.read(hubspot_type, body)
 
-        responses, refused = isolate(refs, send, key=lambda ref: ref.id)
+        responses, refused = [], []
+        for chunk in chunked(refs):
+            answered, refused_here = isolate(chunk, send, key=lambda ref: ref.id)
+            responses += answered
+            refused += refused_here
         records = {r.id: r for response in responses for r in response.results or ()}
         by_id = {ref.id: ref for ref in refs}
         failures = {ref.id: Failure(ref, str(error)) for ref, error in refused}
@@ -176,13 +187,13 @@ class Reader:
                                 for i in error.ids if i in by_id and i not in records)
         # Named OBJECT_NOT_FOUND, or silently absent: either way HubSpot has no such record.
         missing = [ref for ref in refs if ref.id not in records and ref.id not in failures]
-        return records, missing, list(failures.values())
+        return {i: r for i, r in records.items() if i not in failures}, missing, list(failures.values())
 
-    def _associations(self, from_type: str, to_type: str, ids: Sequence[str],
-                      ) -> tuple[dict[str, list[str]], dict[str, str]]:
-        """(from id -> associated ids, from id -> error), following each record's paging."""
+    def _associations(self, from_type: str, to_type: str, ids: Sequence[str], errors: dict[str, str],
+                      ) -> dict[str, list[str]]:
+        """From id -> associated ids, following each record's paging; ids HubSpot could not
+        answer for go to `errors` (from id -> reason)."""
         found: dict[str, list[str]] = defaultdict(list)
-        errors: dict[str, str] = {}
         api = self._client.crm.associations.v4.batch_api
         for chunk in chunked(ids):
             pending = [PublicFetchAssociationsBatchRequest(id=i) for i in chunk]
@@ -200,7 +211,7 @@ class Reader:
                     if error.category != "NO_ASSOCIATIONS_FOUND":  # "none" is an answer, not an error
                         errors.update((i, f"reading {to_type} associations: {error.category}: {error.message}")
                                       for i in error.ids)
-        return found, errors
+        return found
 
     def records_for(self, activity_refs: Sequence[RecordRef]) -> list[RecordRef]:
         """The records tasks, notes, emails and calls are associated with (v4 batch reads)."""
@@ -211,7 +222,7 @@ class Reader:
         found = []
         for kind, ids in by_kind.items():
             for object_type, hubspot_type in self._fields.object_names.items():
-                links, _errors = self._associations(kind, hubspot_type, ids)
+                links = self._associations(kind, hubspot_type, ids, {})
                 found += [RecordRef(CRM, object_type, i) for linked in links.values() for i in linked]
         return list(dict.fromkeys(found))
 
@@ -233,32 +244,19 @@ class Reader:
         return list(ACTIVITY_PROPERTIES[kind])
 
     # -- building the snapshot -----------------------------------------------------------------
-    def _snapshot(self, ref: RecordRef, record, links: Mapping[str, Sequence[str]],
-                  engagements: Mapping[str, Mapping[str, object]]) -> Snapshot:
+    def _snapshot(self, ref: RecordRef, record, fields: Mapping[str, object], tasks: Sequence[Task],
+                  activities: Sequence[Activity], related: tuple[RecordRef, ...], url: str | None) -> Snapshot:
         props = record.properties or {}
         object_type = ref.object_type
-        hubspot_type = self._fields.object_name(object_type)
-        fields = self._fields.decode_fields(props)
         stage = props.get(STAGE_PROPERTY[object_type]) or None
-        cutoff = fields.get("activities_read_at") or self._now() - ACTIVITY_LOOKBACK
-        url = self.record_url(object_type, ref.id)
-        tasks = [task_from(o, ref) for i in links[TASKS] if (o := engagements[TASKS].get(i))]
-        activities = [
-            activity for kind in (NOTES, EMAILS, CALLS) for i in links[kind]
-            if (o := engagements[kind].get(i)) and (activity := activity_from(kind, o, url))
-            and activity.at > cutoff
-        ]
-        related = tuple(
-            RecordRef(CRM, related_type, to_id)
-            for related_type in RELATED_TYPES[object_type]
-            for to_id in dict.fromkeys(links[self._fields.object_name(related_type)])
-        )
         history = (record.properties_with_history or {}).get(OWNER_PROPERTY) or ()
+        closed = (self._stages.is_closed(self._fields.object_name(object_type), stage)
+                  if object_type in PIPELINE_PROPERTY else False)
         return Snapshot(
             ref=ref,
             name=record_name(object_type, ref.id, props),
             owner_id=props.get(OWNER_PROPERTY) or None,
-            is_closed=self._stages.is_closed(hubspot_type, stage) if object_type in PIPELINE_PROPERTY else False,
+            is_closed=closed,
             stage=stage,
             created_at=parse_datetime(props.get(CREATED_PROPERTY)) or parse_datetime(record.created_at),
             fields=fields,
