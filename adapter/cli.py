@@ -39,6 +39,17 @@ def cmd_init(args, settings: Settings) -> int:
 
 def cmd_install(args, settings: Settings) -> int:
     manifest = load_manifest()
+    if args.project:
+        if args.crm != "hubspot":
+            err.print("--project writes a HubSpot developer project; use --package for Salesforce")
+            return 2
+        from connectors.hubspot.project import write_project
+
+        public_url = settings.require("BATON_PUBLIC_URL", "the HTTPS URL HubSpot sends webhooks to")
+        written = write_project(manifest, Path(args.project), public_url=public_url)
+        print(f"Wrote a HubSpot project to {args.project} ({len(written)} files). "
+              f"Upload it from that folder with: hs project upload")
+        return 0
     if args.package:
         if args.crm != "salesforce":
             err.print("--package writes a Salesforce metadata source package; HubSpot needs no package")
@@ -206,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("crm", choices=CRMS)
     p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
     p.add_argument("--package", metavar="DIR", help="salesforce: write a metadata source package instead")
+    p.add_argument("--project", metavar="DIR", help="hubspot: write a developer-platform project (app + webhooks)")
     p.add_argument("--enforce", action="store_true",
                    help="salesforce: also add validation rules requiring a user owner and a next action (off by default)")
     p.set_defaults(func=cmd_install)
