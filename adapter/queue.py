@@ -7,7 +7,8 @@ name of the rq queue, so several installations, or several tests, can share one 
 
 Key layout (``{p}`` is the prefix, ``{ref}`` a `RecordRef.key` such as ``hubspot:deal:42``)::
 
-    {p}:seen:{event key}           STRING  de-duplication of webhook deliveries, 48 h TTL
+    {p}:seen:{bucket}              SET     event keys of accepted webhook deliveries, one set per
+                                           24 h bucket; a key counts for 48-72 h
     {p}:pending:{crm}:{type}       SET     record ids waiting to be reconciled
     {p}:pending-types              SET     "{crm}:{type}" of every pending set ever used
     {p}:drain:{crm}:{type}         STRING  single-flight flag: a drain job is queued (60 s TTL)
@@ -50,6 +51,10 @@ MAX_BATCHES_PER_DRAIN = 50
 LOCK_TTL = 330
 RECONCILE_TIMEOUT = 300
 LOCKED_RETRY_DELAY = 5
+#: Default `BATON_DRAIN_WINDOW`: how long a drain that finds fewer than a batch of pending ids
+#: waits for more, counted from the event that queued it (0: pop at once).
+DRAIN_WINDOW = 0.5
+DRAIN_POLL = 0.05
 RETRY = dict(max=5, interval=[10, 30, 120, 600, 1800])
 
 DRAIN_JOB = "adapter.jobs.drain"
@@ -75,35 +80,102 @@ def _epoch(at: datetime) -> float:
     return at.timestamp()
 
 
-# ARGV: prefix, dedup ttl, flag ttl, then one "seen-key TAB crm:type TAB id" line per item
-# (seen-key empty: no de-duplication). Keys are built here rather than passed as KEYS: one
-# packed argument keeps the webhook hot path to a single cheap round trip (Baton runs on one
-# Redis, not a cluster). Returns {accepted count, "crm:type" of each drain flag newly set}.
+# ARGV: prefix, de-duplication bucket width (s), now (epoch s), drain flag ttl, then one
+# "seen-key TAB crm:type TAB id" line per item (seen-key empty: no de-duplication). Keys are
+# built here rather than passed as KEYS: one packed argument keeps the webhook hot path to a
+# single cheap round trip (Baton runs on one Redis, not a cluster).
+#
+# De-duplication: event keys go into one SET per time bucket ({p}:seen:{bucket}, width W =
+# half the de-duplication TTL); a key counts as seen while it is in the current bucket or the
+# two before, so it is remembered for at least the TTL (2 W) and at most 3 W, when its bucket
+# expires. A handful of set commands per batch instead of a SET NX per event keeps Redis'
+# own CPU per webhook batch small. Returns {accepted count, "crm:type" of each drain flag
+# newly set}.
 _MARK = r"""
-local p, accepted, kicked, touched = ARGV[1], 0, {}, {}
-for seen, pair, id in string.gmatch(ARGV[4], "([^\t\n]*)\t([^\t\n]+)\t([^\n]+)") do
-  local fresh = true
-  if seen ~= "" then fresh = redis.call('SET', p .. ':seen:' .. seen, '1', 'NX', 'EX', ARGV[2]) end
-  if fresh then
-    accepted = accepted + 1
-    redis.call('SADD', p .. ':pending:' .. pair, id)
-    if not touched[pair] then
-      touched[pair] = true
-      redis.call('SADD', p .. ':pending-types', pair)
-      if redis.call('SET', p .. ':drain:' .. pair, '1', 'NX', 'EX', ARGV[3]) then
-        table.insert(kicked, pair)
-      end
+local p, width, now, flag_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local function chunked(cmd, key, list, out)
+  for i = 1, #list, 1000 do
+    local part = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    if out then for _, v in ipairs(part) do out[#out + 1] = v end end
+  end
+end
+local seens, pairs_, ids, n = {}, {}, {}, 0
+for seen, pair, id in string.gmatch(ARGV[5], "([^\t\n]*)\t([^\t\n]+)\t([^\n]+)") do
+  n = n + 1
+  seens[n], pairs_[n], ids[n] = seen, pair, id
+end
+local fresh, asked, at, first = {}, {}, {}, {}
+for i = 1, n do
+  local k = seens[i]
+  if k == "" then
+    fresh[i] = true
+  elseif first[k] then
+    fresh[i] = false  -- the same delivery twice in one call
+  else
+    first[k] = true
+    fresh[i] = true
+    asked[#asked + 1] = k
+    at[#asked] = i
+  end
+end
+if #asked > 0 then
+  local bucket = math.floor(now / width)
+  for back = 0, 2 do
+    local key = p .. ':seen:' .. (bucket - back)
+    if redis.call('EXISTS', key) == 1 then
+      local hits = {}
+      chunked('SMISMEMBER', key, asked, hits)
+      for j, hit in ipairs(hits) do if hit == 1 then fresh[at[j]] = false end end
     end
+  end
+  local new = {}
+  for j, k in ipairs(asked) do if fresh[at[j]] then new[#new + 1] = k end end
+  if #new > 0 then
+    local key = p .. ':seen:' .. bucket
+    chunked('SADD', key, new)
+    redis.call('EXPIREAT', key, (bucket + 3) * width)
+  end
+end
+local accepted, by_pair, order, kicked = 0, {}, {}, {}
+for i = 1, n do
+  if fresh[i] then
+    accepted = accepted + 1
+    local list = by_pair[pairs_[i]]
+    if not list then
+      list = {}
+      by_pair[pairs_[i]] = list
+      order[#order + 1] = pairs_[i]
+    end
+    list[#list + 1] = ids[i]
+  end
+end
+for _, pair in ipairs(order) do
+  chunked('SADD', p .. ':pending:' .. pair, by_pair[pair])
+  redis.call('SADD', p .. ':pending-types', pair)
+  if redis.call('SET', p .. ':drain:' .. pair, ARGV[3], 'NX', 'EX', flag_ttl) then
+    table.insert(kicked, pair)
   end
 end
 return {accepted, kicked}
 """
 
-# KEYS: pending, claimed. ARGV: count, lease expiry. Pops ids into the claimed set.
+# KEYS: pending, claimed. ARGV: count, lease expiry, lock key prefix ("{p}:lock:{crm}:{type}:").
+# Pops ids into the claimed set, except ids whose record is locked by a running job: those
+# stay pending (the job's unlock kicks a drain for them), so they are never handed to a second
+# job while the first reconciles them. Returns {claimed ids, how many were left locked}.
 _CLAIM = """
 local ids = redis.call('SPOP', KEYS[1], ARGV[1])
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[2], ARGV[2], id) end
-return ids
+local free, held = {}, {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[3] .. id) == 1 then
+    held[#held + 1] = id
+  else
+    free[#free + 1] = id
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+  end
+end
+if #held > 0 then redis.call('SADD', KEYS[1], unpack(held)) end
+return {free, #held}
 """
 
 # KEYS: claimed, pending. ARGV: now. Puts ids whose lease ended back to pending.
@@ -129,13 +201,25 @@ end
 return out
 """
 
-# KEYS: lock keys. ARGV: token. Deletes the locks this token holds.
+# KEYS: lock keys. ARGV: token, prefix, flag ttl, now, then "crm:type" and id of each key.
+# Deletes the locks this token holds; a released record that is pending again (an event came
+# while it was locked, and drains skipped it) gets its drain flag set. Returns {released,
+# "crm:type" of each drain flag newly set}.
 _UNLOCK = """
-local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
+local n, p, wanted, kicked = 0, ARGV[2], {}, {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    n = n + redis.call('DEL', key)
+    local pair, id = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+    if not wanted[pair] and redis.call('SISMEMBER', p .. ':pending:' .. pair, id) == 1 then
+      wanted[pair] = true
+      if redis.call('SET', p .. ':drain:' .. pair, ARGV[4], 'NX', 'EX', ARGV[3]) then
+        kicked[#kicked + 1] = pair
+      end
+    end
+  end
 end
-return n
+return {n, kicked}
 """
 
 # KEYS: deadlines. ARGV: now, limit. Pops due refs.
@@ -177,10 +261,12 @@ class RedisCursor:
 class RealtimeQueue:
     """The real-time path's Redis state and its rq queue, under one key prefix."""
 
-    def __init__(self, redis: Redis, prefix: str = "baton", *, batch_size: int = BATCH_SIZE):
+    def __init__(self, redis: Redis, prefix: str = "baton", *, batch_size: int = BATCH_SIZE,
+                 drain_window: float = 0.0):
         self.redis = redis
         self.prefix = prefix
         self.batch_size = batch_size
+        self.drain_window = max(0.0, drain_window)
         self.rq = Queue(prefix, connection=redis, default_timeout=RECONCILE_TIMEOUT)
         self._mark = redis.register_script(_MARK)
         self._claim = redis.register_script(_CLAIM)
@@ -191,7 +277,8 @@ class RealtimeQueue:
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: Redis | None = None) -> "RealtimeQueue":
-        return cls(redis if redis is not None else connect(settings), settings.get("BATON_REDIS_PREFIX", "baton"))
+        return cls(redis if redis is not None else connect(settings), settings.get("BATON_REDIS_PREFIX", "baton"),
+                   drain_window=settings.get_float("BATON_DRAIN_WINDOW", DRAIN_WINDOW))
 
     # keys --------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -208,7 +295,8 @@ class RealtimeQueue:
         return RedisCursor(self.redis, self.prefix)
 
     # intake ------------------------------------------------------------------------------
-    def mark_pending(self, events: Iterable[Event | RecordRef], *, dedup_ttl: int = DEDUP_TTL) -> MarkResult:
+    def mark_pending(self, events: Iterable[Event | RecordRef], *, dedup_ttl: int = DEDUP_TTL,
+                     now: float | None = None) -> MarkResult:
         """De-duplicate events (by `Event.key`), add their records to the pending sets and
         enqueue one drain per crm/object type that has none queued. One script round trip,
         plus one per drain actually enqueued. `RecordRef`s are never de-duplicated."""
@@ -218,11 +306,13 @@ class RealtimeQueue:
                 hints.append((item.key, f"{item.crm}:{item.object_type}", item.object_id))
             else:
                 hints.append(("", f"{item.crm}:{item.object_type}", item.id))
-        return self.mark_hints(hints, dedup_ttl=dedup_ttl)
+        return self.mark_hints(hints, dedup_ttl=dedup_ttl, now=now)
 
-    def mark_hints(self, hints: Sequence[tuple[str, str, str]], *, dedup_ttl: int = DEDUP_TTL) -> MarkResult:
+    def mark_hints(self, hints: Sequence[tuple[str, str, str]], *, dedup_ttl: int = DEDUP_TTL,
+                   now: float | None = None) -> MarkResult:
         """`mark_pending` for hints already boiled down to (event key, "crm:type", id), as the
-        webhook hot path makes them (an empty key: no de-duplication)."""
+        webhook hot path makes them (an empty key: no de-duplication). An event key is
+        remembered for at least `dedup_ttl` seconds (at most 1.5 times that); `now` is for tests."""
         if not hints:
             return MarkResult(0, 0, 0)
         total = len(hints)
@@ -231,7 +321,9 @@ class RealtimeQueue:
         # would shift the script's fields: check with two C-speed counts, clean up if needed.
         if packed.count("\t") != 2 * total or packed.count("\n") != total - 1:
             packed = "\n".join("\t".join(_clean(field) for field in hint) for hint in hints)
-        accepted, kicked = self._mark(args=[self.prefix, dedup_ttl, DRAIN_FLAG_TTL, packed])
+        width = max(1, -(-int(dedup_ttl) // 2))
+        current = time.time() if now is None else now
+        accepted, kicked = self._mark(args=[self.prefix, width, repr(float(current)), DRAIN_FLAG_TTL, packed])
         for pair in kicked:
             crm, object_type = pair.decode().split(":", 1)
             self.enqueue_drain(crm, object_type)
@@ -245,7 +337,7 @@ class RealtimeQueue:
 
     def kick(self, crm: str, object_type: str) -> bool:
         """Enqueue a drain unless one is already queued (single flight). True if enqueued."""
-        if self.redis.set(self.key("drain", crm, object_type), "1", nx=True, ex=DRAIN_FLAG_TTL):
+        if self.redis.set(self.key("drain", crm, object_type), repr(time.time()), nx=True, ex=DRAIN_FLAG_TTL):
             self.enqueue_drain(crm, object_type)
             return True
         return False
@@ -256,24 +348,55 @@ class RealtimeQueue:
 
     # drain -------------------------------------------------------------------------------
     def drain(self, crm: str, object_type: str, *, now: float | None = None) -> list[Job]:
-        """Hand every pending id of a crm/type to `reconcile_batch` jobs of ≤ batch_size ids.
+        """Hand the pending ids of a crm/type to `reconcile_batch` jobs of ≤ batch_size ids.
 
-        The flag is cleared first, so an event arriving while this runs enqueues a new drain
-        instead of being missed. Bounded: with more than MAX_BATCHES_PER_DRAIN batches waiting
-        it re-kicks itself rather than holding a worker forever.
+        Coalescing: with fewer than a batch pending, wait (up to `drain_window` seconds after
+        the event that queued this drain) for more, so one batch — a few CRM calls — serves many
+        events. The flag stays set meanwhile: events arriving now join this drain instead of
+        queueing another. It is cleared before popping, so an event arriving after that queues
+        a new drain instead of being missed. Ids whose record a running job holds stay pending
+        (that job's unlock queues a drain for them). Bounded: with more than
+        MAX_BATCHES_PER_DRAIN batches waiting it re-kicks itself rather than holding a worker.
         """
-        self.redis.delete(self.key("drain", crm, object_type))
+        flag = self.key("drain", crm, object_type)
         pending, claimed = self.pending_key(crm, object_type), self.key("claimed", crm, object_type)
+        if self.drain_window > 0:
+            self._coalesce(flag, pending)
+        self.redis.delete(flag)
         jobs = []
         for _ in range(MAX_BATCHES_PER_DRAIN):
             lease = (time.time() if now is None else now) + CLAIM_LEASE
-            ids = [i.decode() for i in self._claim(keys=[pending, claimed], args=[self.batch_size, lease])]
+            ids, _held = self.claim(crm, object_type, lease=lease)
             if not ids:
                 return jobs
             jobs.append(self.enqueue_batch(crm, object_type, sorted(ids), claimed=claimed))
         if self.redis.scard(pending):
             self.kick(crm, object_type)
         return jobs
+
+    def _coalesce(self, flag: str, pending: str) -> None:
+        """Wait, bounded by the drain window, until a full batch is pending."""
+        raw = self.redis.get(flag)
+        current = time.time()
+        try:
+            kicked_at = float(raw) if raw is not None else current
+        except ValueError:
+            kicked_at = current
+        until = min(kicked_at, current) + self.drain_window
+        for _ in range(int(self.drain_window / DRAIN_POLL) + 2):
+            left = until - time.time()
+            if left <= 0 or self.redis.scard(pending) >= self.batch_size:
+                return
+            time.sleep(min(DRAIN_POLL, left))
+
+    def claim(self, crm: str, object_type: str, *, lease: float, count: int | None = None) -> tuple[list[str], int]:
+        """Pop ≤ `count` (batch_size) pending ids into the claimed set with a lease ending at
+        `lease` (epoch s), leaving ids whose record is locked pending. Returns (ids, left locked)."""
+        ids, held = self._claim(
+            keys=[self.pending_key(crm, object_type), self.key("claimed", crm, object_type)],
+            args=[count or self.batch_size, lease, self.key("lock", crm, object_type, "")],
+        )
+        return [i.decode() for i in ids], int(held)
 
     def enqueue_batch(self, crm: str, object_type: str, ids: Sequence[str], *, claimed: str | None = None) -> Job:
         """Enqueue `reconcile_batch(crm, object_type, ids)`; drop the ids' claims in the same MULTI."""
@@ -299,9 +422,18 @@ class RealtimeQueue:
         return locked, busy
 
     def unlock(self, refs: Sequence[RecordRef], token: str) -> int:
+        """Release this token's locks. A released record that is pending again (an event came
+        while it was locked) gets a drain queued. Returns how many locks were released."""
         if not refs:
             return 0
-        return int(self._unlock(keys=[self.key("lock", r.key) for r in refs], args=[token]))
+        args: list = [token, self.prefix, DRAIN_FLAG_TTL, repr(time.time())]
+        for ref in refs:
+            args += (f"{ref.crm}:{ref.object_type}", ref.id)
+        released, kicked = self._unlock(keys=[self.key("lock", r.key) for r in refs], args=args)
+        for pair in kicked:
+            crm, object_type = pair.decode().split(":", 1)
+            self.enqueue_drain(crm, object_type)
+        return int(released)
 
     # deadlines ---------------------------------------------------------------------------
     def schedule(self, deadlines: dict[RecordRef, datetime], *, done: Iterable[RecordRef] = ()) -> None:

@@ -118,7 +118,8 @@ def process_batch(queue: RealtimeQueue, connector, policy: Policy, refs: Sequenc
     """Reconcile one batch of pending refs as one unit of work.
 
     Activities (task, note, email, call) are resolved to their records, which go back to the
-    pending sets. Records another job holds are looked at again in a few seconds. Failures
+    pending sets. Records another job holds go back to the pending set too: drains leave them
+    there while they are locked, and the holder's unlock queues a drain for them. Failures
     the CRM will not get over are parked in the failed registry with their reason; retriable
     ones raise `RetriableCrmError` so rq retries them with backoff.
     """
@@ -130,7 +131,8 @@ def process_batch(queue: RealtimeQueue, connector, policy: Policy, refs: Sequenc
         outcome.resolved = list(connector.records_for(activities))
         queue.mark_pending(outcome.resolved)
     locked, outcome.deferred = queue.lock(records, token)
-    queue.look_again_soon(outcome.deferred)
+    if outcome.deferred:
+        queue.mark_pending(outcome.deferred)
     if not locked:
         return outcome
     try:

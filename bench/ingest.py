@@ -1,14 +1,21 @@
 """Webhook ingest benchmark: Baton's app under gunicorn (2 workers) on loopback, clients
 sending signed HubSpot batches of 100 events over keep-alive connections.
 
-    .venv/bin/python bench/ingest.py [--batches 3000] [--clients 4] [--conns 4]
+    .venv/bin/python bench/ingest.py [--batches 3000] [--clients 4] [--conns 4] [--rounds 3]
 
 Prints one JSON line:
   events_per_s          accepted events per second, clients sending as fast as answered
   p50_ms / p99_ms       request latency at a paced 50 batches/s
-  ceiling_events_per_s  the same load against a flask endpoint that only answers 204,
-                        under the same gunicorn: what the stack allows
+  ceiling_events_per_s  the same load against a flask endpoint that only reads the body and
+                        answers 204, under the same gunicorn config: what the stack allows
   ratio                 events_per_s / ceiling_events_per_s
+  cpu_ms_per_batch      CPU the gunicorn workers spent per batch (user + system), Baton and
+  ceiling_cpu_ms_per_batch  the trivial endpoint: a measure the load on the box does not skew
+                        (Redis' own CPU is not in it)
+
+Both servers run side by side and the throughput phases alternate in rounds (median of the
+rounds is reported), so a box shared with other work skews both sides alike. Same clients,
+same payloads, same gunicorn command line.
 
 Uses REDIS_URL when set (its own key prefix, deleted afterwards), else an embedded Redis in a
 temporary directory. Bounded: every phase sends a fixed number of batches and stops.
@@ -41,12 +48,13 @@ PATH = "/webhooks/hubspot"
 
 def ceiling_app():
     """The trivial endpoint: what flask + gunicorn cost with no Baton work at all."""
-    from flask import Flask, Response
+    from flask import Flask, Response, request
 
     app = Flask("ceiling")
 
     @app.post(PATH)
     def receive():
+        request.get_data()  # any real endpoint reads what it is sent
         return Response(status=204)
 
     return app
@@ -70,6 +78,23 @@ def start_gunicorn(target: str, env: dict, port: int) -> subprocess.Popen:
             time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"gunicorn did not start: {target}")
+
+
+def worker_cpu(proc: subprocess.Popen) -> float:
+    """CPU seconds (user + system) of the gunicorn master's worker processes."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == proc.pid:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -96,7 +121,7 @@ def make_batch(seed: int, index: int, port: int) -> tuple[bytes, dict]:
     return body, headers
 
 
-def client(port: int, seed: int, batches: int, conns: int, interval: float, out) -> None:
+def client(port: int, seed: int, batches: int, conns: int, interval: float, out, go) -> None:
     """One client process: `conns` keep-alive connections, each sending its share of batches;
     with `interval` > 0 each connection paces itself to one batch per interval."""
     prepared = [make_batch(seed, i, port) for i in range(batches)]
@@ -126,6 +151,7 @@ def client(port: int, seed: int, batches: int, conns: int, interval: float, out)
 
     threads = [threading.Thread(target=run, args=(prepared[i::conns],)) for i in range(conns)]
     out.put(("ready", seed))
+    go.wait(timeout=120)  # every client starts together, once all have prepared their batches
     for t in threads:
         t.start()
     for t in threads:
@@ -135,15 +161,16 @@ def client(port: int, seed: int, batches: int, conns: int, interval: float, out)
 
 def load(port: int, *, batches: int, clients: int, conns: int, interval: float = 0.0) -> dict:
     ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
+    out, go = ctx.Queue(), ctx.Event()
     per_client = batches // clients
-    procs = [ctx.Process(target=client, args=(port, seed, per_client, conns, interval, out))
+    procs = [ctx.Process(target=client, args=(port, seed, per_client, conns, interval, out, go))
              for seed in range(clients)]
     for p in procs:
         p.start()
     for _ in procs:  # wait until every client has prepared its batches
         assert out.get(timeout=120)[0] == "ready"
     started = time.perf_counter()
+    go.set()
     latencies, errors = [], 0
     for _ in procs:
         _, lat, err = out.get(timeout=600)
@@ -155,7 +182,7 @@ def load(port: int, *, batches: int, clients: int, conns: int, interval: float =
     latencies.sort()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
     return {"events_per_s": per_client * clients * 100 / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "errors": errors}
+            "errors": errors, "batches": per_client * clients}
 
 
 def main() -> None:
@@ -164,6 +191,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--conns", type=int, default=4)
     parser.add_argument("--paced-seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating Baton/ceiling throughput rounds")
     args = parser.parse_args()
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -172,29 +200,45 @@ def main() -> None:
            "BATON_DATA_DIR": data_dir, "BATON_PUBLIC_URL": ""}
     port, ceiling_port = free_port(), free_port()
     baton = start_gunicorn("webhooks.app:from_env()", env, port)
+    ceiling = None
+    rounds = max(1, args.rounds)
+    per_round = max(args.clients, args.batches // rounds)
     try:
+        ceiling = start_gunicorn("bench.ingest:ceiling_app()", {}, ceiling_port)
         load(port, batches=200, clients=2, conns=2)  # warm-up: imports, script loading, connections
-        throughput = load(port, batches=args.batches, clients=args.clients, conns=args.conns)
+        load(ceiling_port, batches=200, clients=2, conns=2)
+        ours, theirs, cpu, ceiling_cpu = [], [], [], []
+        for _ in range(rounds):
+            before = worker_cpu(baton)
+            run = load(port, batches=per_round, clients=args.clients, conns=args.conns)
+            cpu.append((worker_cpu(baton) - before) * 1000 / run["batches"])
+            ours.append(run)
+            before = worker_cpu(ceiling)
+            run = load(ceiling_port, batches=per_round, clients=args.clients, conns=args.conns)
+            ceiling_cpu.append((worker_cpu(ceiling) - before) * 1000 / run["batches"])
+            theirs.append(run)
         paced_batches = int(50 * args.paced_seconds)
         # 50 batches/s: 2 client processes x 2 connections, each one batch per 80 ms.
         paced = load(port, batches=paced_batches, clients=2, conns=2, interval=0.08)
     finally:
         stop(baton)
-    ceiling = start_gunicorn("bench.ingest:ceiling_app()", {}, ceiling_port)
-    try:
-        load(ceiling_port, batches=200, clients=2, conns=2)
-        top = load(ceiling_port, batches=args.batches, clients=args.clients, conns=args.conns)
-    finally:
-        stop(ceiling)
+        if ceiling is not None:
+            stop(ceiling)
     _cleanup(prefix, data_dir)
+    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    ratios = [a["events_per_s"] / b["events_per_s"] for a, b in zip(ours, theirs)]
     print(json.dumps({
-        "events_per_s": round(throughput["events_per_s"]),
+        "events_per_s": round(median([r["events_per_s"] for r in ours])),
         "p50_ms": round(paced["p50_ms"], 2),
         "p99_ms": round(paced["p99_ms"], 2),
-        "ceiling_events_per_s": round(top["events_per_s"]),
-        "ratio": round(throughput["events_per_s"] / top["events_per_s"], 3),
-        "errors": throughput["errors"] + paced["errors"],
-        "batches": args.batches, "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded",
+        "ceiling_events_per_s": round(median([r["events_per_s"] for r in theirs])),
+        "ratio": round(median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "cpu_ms_per_batch": round(median(cpu), 3),
+        "ceiling_cpu_ms_per_batch": round(median(ceiling_cpu), 3),
+        "errors": sum(r["errors"] for r in ours) + paced["errors"],
+        "batches": per_round * rounds, "rounds": rounds,
+        "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded",
     }))
 
 

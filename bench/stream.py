@@ -9,6 +9,9 @@ Prints one JSON line:
   calls_per_event    HubSpot API calls Baton made during the run / owner changes made
   collapsed          changes superseded by a later change of the same deal before Baton wrote
                      (their latency is not measured: the later change's is)
+  batches / refs_per_batch / calls_per_batch
+                     reconcile_batch jobs run during the measured part, their mean size and
+                     HubSpot calls per job; top_calls: the most frequent endpoints
 
 Targets: p95 < 2 s, calls_per_event <= 0.2. Needs REDIS_URL or runs on an embedded Redis.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
@@ -35,6 +39,7 @@ from adapter import worker as worker_module  # noqa: E402
 from adapter.manifest import load_manifest  # noqa: E402
 from adapter.queue import RealtimeQueue, connect  # noqa: E402
 from adapter.settings import Settings  # noqa: E402
+from connectors import get_connector  # noqa: E402
 from connectors.hubspot.emulator import HubSpotEmulator  # noqa: E402
 from connectors.hubspot.emulator_catalog import PORTAL_USERS  # noqa: E402
 from tests.fakes import delete_prefix  # noqa: E402
@@ -81,21 +86,23 @@ def main() -> None:
     if os.environ.get("REDIS_URL"):
         values["REDIS_URL"] = os.environ["REDIS_URL"]
     settings = Settings(values)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per webhook batch
     queue = RealtimeQueue(connect(settings), prefix)
     app = create_app(settings, queue=queue)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     workers = []
     try:
-        runtime = worker_module.configure(settings, queue=queue)
+        factory = lambda crm, s: get_connector(crm, s.values)  # noqa: E731  (what `baton worker` wires in)
+        runtime = worker_module.configure(settings, queue=queue, connector_factory=factory)
         runtime.connector("hubspot").install(load_manifest())
         emu.seed(args.deals, object_types=("deals",))
         deal_ids = [r["hs_object_id"] for r in emu.records("deals")]
         # Baseline: every deal reconciled once, so the measured run sees steady state.
-        worker_module.sweep(settings, "hubspot", full=True)
-        code = "from adapter.settings import Settings; from adapter.worker import run_worker; run_worker(Settings.from_env())"
+        worker_module.sweep(settings, "hubspot", full=True, connector_factory=factory)
         env = {**os.environ, **values, "PYTHONPATH": ROOT}
-        workers = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, start_new_session=True)
+        workers = [subprocess.Popen([sys.executable, "-m", "adapter.cli", "worker"], env=env, cwd=ROOT,
+                                    start_new_session=True)
                    for _ in range(args.workers)]
         _wait_idle(queue, timeout=600)
 
@@ -104,6 +111,7 @@ def main() -> None:
         emu.webhooks.configure(f"http://127.0.0.1:{server.server_port}/webhooks/hubspot", SECRET,
                                app_id=emu.app_id)
         emu.reset_calls()
+        started_at = time.time()
         rng = random.Random(1)
         changed: dict[tuple[str, str], float] = {}
         last_change: dict[str, tuple[str, float]] = {}
@@ -124,6 +132,8 @@ def main() -> None:
         emu.webhooks.flush(timeout=60)
         _wait_idle(queue, timeout=300)
         calls = emu.calls_total
+        sizes = _batch_sizes(queue, since=started_at)
+        top_calls = emu.calls.most_common(6)
 
         latencies, collapsed, missing = [], 0, 0
         for (deal, owner), at in changed.items():
@@ -141,6 +151,9 @@ def main() -> None:
             "changes": args.changes, "measured": len(latencies), "collapsed": collapsed, "missing": missing,
             "deals": args.deals, "workers": args.workers, "seconds": args.seconds,
             "rate_limited": emu.rate_limited,
+            "batches": len(sizes), "refs_per_batch": round(sum(sizes) / len(sizes), 1) if sizes else 0,
+            "calls_per_batch": round(calls / len(sizes), 1) if sizes else None,
+            "top_calls": {k: n for k, n in top_calls},
         }))
     finally:
         for proc in workers:
@@ -150,6 +163,23 @@ def main() -> None:
         server.shutdown()
         emu.stop()
         delete_prefix(queue.redis, prefix)
+
+
+def _batch_sizes(queue: RealtimeQueue, since: float) -> list[int]:
+    """Records per `reconcile_batch` job enqueued since `since` (rq keeps them an hour)."""
+    from rq.job import Job
+    from rq.registry import FinishedJobRegistry
+
+    sizes = []
+    for job in Job.fetch_many(FinishedJobRegistry(queue=queue.rq).get_job_ids(), connection=queue.redis):
+        if job is not None and job.func_name == "adapter.jobs.reconcile_batch" and job.enqueued_at \
+                and job.enqueued_at.timestamp() >= since:
+            sizes.append(len(job.args[2]))
+            if os.environ.get("BENCH_DEBUG"):
+                print("batch", job.args[1], len(job.args[2]), round(job.enqueued_at.timestamp() - since, 2),
+                      round((job.ended_at - job.started_at).total_seconds(), 2) if job.ended_at and job.started_at else None,
+                      file=sys.stderr)
+    return sizes
 
 
 def _wait_idle(queue: RealtimeQueue, timeout: float) -> None:

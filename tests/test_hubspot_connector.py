@@ -21,7 +21,6 @@ from connectors.hubspot import emulator_search
 from connectors.hubspot.connector import HubSpotConnector
 from connectors.hubspot.emulator import HubSpotEmulator
 from connectors.hubspot.emulator_traffic import RateLimiter as EmulatorRateLimiter
-from connectors.hubspot.fields import transfer_source
 from connectors.hubspot.transport import (
     DailyLimitReached, HubSpotApiError, RateLimiter, Transport, endpoint_key, is_create,
 )
@@ -128,8 +127,9 @@ def test_load_reads_250_records_in_batches_of_100(emu, hubspot):
 
     assert len(result.snapshots) == 250 and not result.missing and not result.failures
     assert hubspot.calls["POST /crm/v3/objects/deals/batch/read"] == 3
-    for to_type in ("tasks", "notes", "emails", "calls", "contacts", "companies"):
-        assert hubspot.calls[f"POST /crm/v4/associations/deals/{to_type}/batch/read"] == 3
+    assert hubspot.calls["POST /crm/v4/associations/deals/tasks/batch/read"] == 3
+    for to_type in ("notes", "emails", "calls", "contacts", "companies"):  # only for some of the records
+        assert 1 <= hubspot.calls[f"POST /crm/v4/associations/deals/{to_type}/batch/read"] <= 3
     assert hubspot.calls["GET /crm/v3/pipelines/deals"] == 1
     assert sum(hubspot.calls.values()) == emu.calls_total  # the connector counts what HubSpot saw
 
@@ -176,6 +176,69 @@ def test_load_builds_the_snapshot_from_record_tasks_activities_and_associations(
     assert outbound.body == "On it." and not outbound.is_html
     assert set(snapshot.related) == {RecordRef("hubspot", "contact", contact), RecordRef("hubspot", "company", company)}
     assert snapshot.url == f"https://app.hubspot.com/contacts/{emu.portal_id}/record/0-3/{deal}"
+
+
+def activity_reads(connector: HubSpotConnector) -> dict[str, int]:
+    """Calls spent on notes, emails and calls, and on the contacts and companies tasks are linked to."""
+    return {key: n for key, n in connector.calls.items()
+            if any(f"/{kind}/" in key for kind in ("notes", "emails", "calls", "contacts", "companies"))}
+
+
+def test_activities_are_read_only_for_records_with_something_logged_since_baton_read_them(emu, installed):
+    read_at = datetime.now(timezone.utc) - timedelta(hours=2)
+    quiet, busy = new_deal(emu), new_deal(emu)
+    for deal in (quiet, busy):
+        emu.user_add_note("deals", deal, "<p>I'll send the proposal by Friday.</p>", AVERY, at=read_at)
+        emu.user_update("deals", deal, {"baton_activities_read_at": read_at.isoformat()})
+    emu.user_add_email("deals", busy, "<p>Any news?</p>", at=read_at + timedelta(hours=1))
+    refs = [RecordRef("hubspot", "deal", d) for d in (quiet, busy)]
+
+    quiet_snapshot, busy_snapshot = installed.load(refs).snapshots
+
+    assert quiet_snapshot.activities == () and quiet_snapshot.related == ()
+    assert [(a.kind, a.body) for a in busy_snapshot.activities] == [("email", "<p>Any news?</p>")]
+    for kind in ("notes", "emails", "calls"):  # one call each, for the busy deal alone
+        assert installed.calls[f"POST /crm/v4/associations/deals/{kind}/batch/read"] == 1
+    installed.calls.clear()
+
+    installed.load(refs[:1])  # nothing new on the quiet deal: its record and tasks, nothing more
+
+    assert activity_reads(installed) == {}
+    assert installed.calls["POST /crm/v4/associations/deals/tasks/batch/read"] == 1
+
+
+def test_activities_are_read_within_the_lookback_until_baton_has_read_them(emu, installed):
+    never_touched = new_deal(emu)
+    old_news = new_deal(emu)
+    emu.user_add_note("deals", old_news, "<p>Kick-off went well.</p>", AVERY,
+                      at=datetime.now(timezone.utc) - timedelta(days=45))
+    fresh = new_deal(emu)
+    emu.user_add_note("deals", fresh, "<p>I'll call them Monday.</p>", AVERY,
+                      at=datetime.now(timezone.utc) - timedelta(days=2))
+    refs = [RecordRef("hubspot", "deal", d) for d in (never_touched, old_news, fresh)]
+
+    snapshots = installed.load(refs).snapshots
+
+    assert [len(s.activities) for s in snapshots] == [0, 0, 1]
+    assert all(installed.calls[f"POST /crm/v4/associations/deals/{kind}/batch/read"] == 1
+               for kind in ("notes", "contacts", "companies"))  # for `fresh` alone
+
+
+def test_contacts_and_companies_are_read_only_for_records_with_an_activity_to_read(emu, installed):
+    contact = emu.user_create_record("contacts", {"firstname": "Maria"})
+    deal = emu.user_create_record("deals", {"dealname": "Acme", "pipeline": "default", "dealstage": "qualifiedtobuy",
+                                            "hubspot_owner_id": AVERY}, associations=[("contacts", contact)])
+    ref = RecordRef("hubspot", "deal", deal)
+    installed.apply([Plan(ref, "on_track", (LogTransfer("(no owner)", "Avery", NOW - timedelta(days=60),
+                                                        "Baton", "routing", to_id=AVERY),))])
+
+    [snapshot] = installed.load([ref]).snapshots  # the note moved the activity date: notes are read
+
+    transfer_at = NOW - timedelta(days=60)  # older than any lookback: Baton's own notes are returned anyway
+    assert [a.source for a in snapshot.activities] == [f"baton:transfer:{transfer_at:%Y-%m-%dT%H:%M:%S}Z:->{AVERY}"]
+    assert snapshot.related == ()  # Baton's own note makes no task: no need for its contacts
+    assert installed.calls["POST /crm/v4/associations/deals/notes/batch/read"] == 1
+    assert installed.calls["POST /crm/v4/associations/deals/contacts/batch/read"] == 0
 
 
 def test_load_names_contacts_and_reports_missing_ids(emu, hubspot):
@@ -262,7 +325,7 @@ def test_apply_writes_fields_tasks_and_transfer_notes_in_batches(emu, installed)
     ref = RecordRef("hubspot", "deal", deal)
     transfer_at = NOW - timedelta(hours=3)
     plan = Plan(ref, "ownerless", prompt_plan(ref, also=[RecordRef("hubspot", "contact", contact)]).actions + (
-        LogTransfer("(no owner)", "Avery Nakamura", transfer_at, "Baton", "round robin"),
+        LogTransfer("(no owner)", "Avery Nakamura", transfer_at, "Baton", "round robin", to_id=AVERY),
         SetFields({"next_action": None, "last_transfer_at": transfer_at}),
     ))
 
@@ -285,8 +348,8 @@ def test_apply_writes_fields_tasks_and_transfer_notes_in_batches(emu, installed)
     note = emu.record("notes", note_id)
     assert note["hs_timestamp"] == "2026-11-20T12:00:00.000Z"  # the transfer's own time
     assert "Ownership transferred: (no owner) → Avery Nakamura" in note["hs_note_body"]
-    marker = transfer_source(transfer_at, "(no owner)", "Avery Nakamura")
-    assert marker.startswith("baton:transfer:2026-11-20T12:00:00.000Z:")
+    marker = f"baton:transfer:2026-11-20T12:00:00Z:->{AVERY}"
+    assert plan.of(LogTransfer)[0].source == marker
     assert note["baton_source"] == f"{marker}|hubspot:deal:{deal}"
     assert not note.get("hubspot_owner_id")
 
@@ -312,13 +375,41 @@ def test_apply_updates_and_completes_batons_tasks(emu, installed):
 def test_transfer_notes_are_written_once_even_when_applied_twice(emu, installed):
     deal = new_deal(emu)
     ref = RecordRef("hubspot", "deal", deal)
-    plan = Plan(ref, "on_track", (LogTransfer(AVERY, BIANCA, NOW, "user 1", "changed in the CRM"),
-                                  LogTransfer(BIANCA, CARLOS, NOW, "user 1", "changed in the CRM")))
+    plan = Plan(ref, "on_track", (
+        LogTransfer("Avery", "Bianca", NOW, "user 1", "changed in the CRM", from_id=AVERY, to_id=BIANCA),
+        LogTransfer("Bianca", "Carlos", NOW, "user 1", "changed in the CRM", from_id=BIANCA, to_id=CARLOS)))
 
     installed.apply([plan])
-    installed.apply([plan])
 
-    assert len(emu.associated_ids("deals", deal, "notes")) == 2  # same millisecond, two transfers
+    assert len(emu.associated_ids("deals", deal, "notes")) == 2  # same second, two transfers
+    assert installed.calls["POST /crm/v3/objects/notes/search"] == 0  # nothing looked up before creating
+
+
+def test_a_transfer_whose_record_update_failed_is_not_logged_twice(emu, installed):
+    from adapter.pipeline import reconcile_refs
+    from adapter.policy import Policy
+    deal = new_deal(emu)
+    ref = RecordRef("hubspot", "deal", deal)
+    policy = Policy.from_mapping({})
+    reconcile_refs(installed, [ref], policy)  # first sight: Baton takes the owner as it stands
+    emu.user_set_owner("deals", deal, BIANCA, by_owner_id=CARLOS)
+    emu.faults.add("POST", "/crm/v3/objects/deals/batch/update", status=400, body={
+        "status": "error", "message": "Property values were not valid", "category": "VALIDATION_ERROR",
+        "context": {"ids": [deal]}})
+
+    failed = reconcile_refs(installed, [ref], policy)  # the note is written, the deal's fields are not
+
+    assert [f.ref for f in failed.failures] == [ref] and failed.plans[0].of(LogTransfer)
+    assert len(emu.associated_ids("deals", deal, "notes")) == 1
+    assert emu.record("deals", deal)["baton_owner_of_record"] == AVERY
+
+    retried = reconcile_refs(installed, [ref], policy)
+
+    assert not retried.failures and not retried.plans[0].of(LogTransfer)
+    assert len(emu.associated_ids("deals", deal, "notes")) == 1  # the transfer is logged once
+    assert emu.record("deals", deal)["baton_owner_of_record"] == BIANCA
+    assert emu.record("deals", deal)["baton_owner_transfers"] == "1"
+    assert installed.calls["POST /crm/v3/objects/notes/search"] == 0
 
 
 def test_owner_changes_in_the_same_millisecond_keep_their_order(emu, hubspot):
@@ -569,7 +660,7 @@ def test_load_and_apply_of_100_records_cost_a_handful_of_calls(emu, installed):
 
     assert len(loaded.snapshots) == 100 and len(applied.applied) == 100
     assert load_calls <= 14, dict(installed.calls)  # 1 read + 6 association reads + engagement reads + pipelines
-    assert apply_calls == 4, dict(installed.calls)  # note lookup, note create, task create, deal update
+    assert apply_calls == 3, dict(installed.calls)  # note create, task create, deal update
     assert load_calls + apply_calls == emu.calls_total
 
 

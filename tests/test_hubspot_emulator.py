@@ -35,6 +35,7 @@ from werkzeug.serving import make_server
 
 from connectors.hubspot.emulator import HubSpotEmulator, SeedMix
 from connectors.hubspot.emulator_specs import default_specs_dir
+from connectors.hubspot.emulator_state import to_iso
 
 TOKEN = "pat-na1-test-token"
 NOW = datetime(2025, 3, 12, 15, 0, tzinfo=timezone.utc)
@@ -106,6 +107,60 @@ def test_batch_create_with_inline_associations_is_readable_from_both_ends(emu, c
     assert forward.results[0].to[0].to_object_id == deal_id
     assert forward.results[0].to[0].association_types[0].type_id == 216
     assert forward.errors[0].category == "NO_ASSOCIATIONS_FOUND"
+
+
+def _last_activity(emu, object_type: str, object_id: str) -> str | None:
+    return emu.record(object_type, object_id).get("notes_last_updated")
+
+
+def test_logging_an_engagement_moves_the_records_last_activity_date(emu, client):
+    deal_id = _create_deal(client)
+    contact_id = emu.user_create_record("contacts", {"firstname": "Maria"})
+    company_id = emu.user_create_record("companies", {"name": "Acme"})
+    ticket_id = emu.user_create_record("tickets", {"subject": "Login", "hs_pipeline": "0", "hs_pipeline_stage": "1"})
+    assert _last_activity(emu, "deals", deal_id) is None  # nothing logged yet
+
+    # A user logs a note on the deal: "Last activity date" is when it was logged.
+    emu.user_add_note("deals", deal_id, "<p>Called them</p>", "81273645", at=NOW)
+    assert _last_activity(emu, "deals", deal_id) == "2025-03-12T15:00:00.000Z"
+    # An email logged later on three records moves each of them.
+    emu.user_create_record("emails", {"hs_email_direction": "INCOMING_EMAIL", "hs_timestamp": "2025-03-12T16:00:00Z"},
+                           associations=[("deals", deal_id), ("contacts", contact_id), ("companies", company_id)],
+                           at=NOW + timedelta(hours=1))
+    assert {_last_activity(emu, t, i) for t, i in (("deals", deal_id), ("contacts", contact_id),
+                                                   ("companies", company_id))} == {"2025-03-12T16:00:00.000Z"}
+    # Logged now about something older: the date moves to when it was logged, never back.
+    emu.user_add_note("deals", deal_id, "<p>Old call</p>", "81273645", at=NOW - timedelta(days=3))
+    assert _last_activity(emu, "deals", deal_id) == "2025-03-12T16:00:00.000Z"
+
+    # Through the API: a task created with an inline association, a call associated afterwards.
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    client.crm.objects.tasks.batch_api.create(BatchInputSimplePublicObjectBatchInputForCreate(inputs=[
+        SimplePublicObjectBatchInputForCreate(
+            properties={"hs_task_subject": "Follow up", "hs_timestamp": "2025-03-20T09:00:00Z"},
+            associations=[PublicAssociationsForObject(
+                to=PublicObjectId(id=ticket_id),
+                types=[AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=230)])])]))
+    call = client.crm.objects.calls.basic_api.create({"properties": {"hs_timestamp": "2025-03-12T17:00:00Z"}})
+    requests.put(f"{emu.url}/crm/v4/objects/calls/{call.id}/associations/default/deals/{deal_id}",
+                 headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).raise_for_status()
+    for object_type, object_id in (("tickets", ticket_id), ("deals", deal_id)):
+        assert datetime.fromisoformat(_last_activity(emu, object_type, object_id).replace("Z", "+00:00")) >= before
+    # Engagements keep no activity date of their own, and HubSpot calculates the property: writes are refused.
+    assert "notes_last_updated" not in emu.store.properties["calls"]
+    with pytest.raises(DealsApiException) as refused:
+        client.crm.deals.basic_api.update(deal_id, SimplePublicObjectInput(
+            properties={"notes_last_updated": "2025-01-01T00:00:00Z"}))
+    assert refused.value.status == 400 and "READ_ONLY_VALUE" in refused.value.body
+
+
+def test_seeded_records_carry_the_date_of_their_last_logged_engagement():
+    emu = HubSpotEmulator(validate=False)
+    emu.seed(60, now=NOW)
+    for deal in emu.records("deals"):
+        logged = [emu.store.get(kind, i).created_ms for kind in ("tasks", "notes", "emails", "calls")
+                  for i in emu.associated_ids("deals", deal["hs_object_id"], kind)]
+        assert deal.get("notes_last_updated") == (to_iso(max(logged)) if logged else None)
 
 
 def test_batch_update_with_unknown_id_answers_207_and_applies_the_rest(emu, client):

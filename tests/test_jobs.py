@@ -117,18 +117,27 @@ def test_fatal_failures_are_parked_with_their_reason(queue, use):
     assert len(prompts(fake, deal(2))) == 1 and queue.failed.count == 0
 
 
-def test_a_record_locked_elsewhere_is_looked_at_again_soon(queue, use):
+def test_a_record_locked_elsewhere_waits_pending_until_its_holder_unlocks(queue, use):
     fake = use(WorkerFakeConnector([snapshot("1"), snapshot("2")]))
     queue.lock([deal(2)], "another-job")
     queue.mark_pending([deal(1), deal(2)])
     run_until_idle(queue)
     assert fake.loaded == [deal(1)]
-    score = queue.redis.zscore(queue.deadlines_key, deal(2).key)
-    assert time.time() < score <= time.time() + 6
-    queue.unlock([deal(2)], "another-job")
-    assert run_deadlines(queue, now=time.time() + 10)["due"] >= 1
+    assert members(queue) == ["2"]  # still pending, not handed to a job while held
+    queue.unlock([deal(2)], "another-job")  # queues a drain for it
     run_until_idle(queue)
-    assert len(prompts(fake, deal(2))) == 1
+    assert len(prompts(fake, deal(2))) == 1 and members(queue) == []
+
+
+def test_a_record_a_job_finds_locked_goes_back_to_pending(queue):
+    fake = WorkerFakeConnector([snapshot("1"), snapshot("2")])
+    queue.lock([deal(2)], "another-job")
+    outcome = process_batch(queue, fake, Policy(), [deal(1), deal(2)], token="this-job")
+    assert outcome.deferred == [deal(2)] and fake.loaded == [deal(1)]
+    assert members(queue) == ["2"]
+    queue.unlock([deal(2)], "another-job")
+    [job] = queue.drain("fake", "deal")
+    assert job.args[2] == ["2"]
 
 
 def test_two_workers_never_reconcile_one_record_at_once(queue):

@@ -1,3 +1,4 @@
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -54,12 +55,45 @@ def test_drain_hands_batches_of_100_to_reconcile_jobs(queue):
 
 def test_ids_claimed_by_a_dead_drain_come_back_after_the_lease(queue):
     queue.mark_pending([ref(i) for i in range(3)])
-    claimed = queue._claim(keys=[queue.pending_key("hubspot", "deal"), queue.key("claimed", "hubspot", "deal")],
-                           args=[100, time.time() + CLAIM_LEASE])  # ... and the process dies here
+    claimed, _ = queue.claim("hubspot", "deal", lease=time.time() + CLAIM_LEASE)  # ... and the process dies here
     assert len(claimed) == 3 and members(queue) == []
     assert queue.recover()["reclaimed"] == 0  # lease still running
     assert queue.recover(now=time.time() + CLAIM_LEASE + 1)["reclaimed"] == 3
     assert members(queue) == ["0", "1", "2"]
+
+
+def test_drain_leaves_records_a_running_job_holds_pending_until_it_unlocks(queue):
+    queue.mark_pending([ref(i) for i in range(5)])
+    queue.lock([ref(1), ref(3)], "running-job")
+    [job] = queue.drain("hubspot", "deal")
+    assert job.args[2] == ["0", "2", "4"]
+    assert members(queue) == ["1", "3"]
+    assert queue.drain("hubspot", "deal") == []  # nothing free: no job, no spinning
+    drains = lambda: [j.func_name for j in queue.rq.jobs].count("adapter.jobs.drain")  # noqa: E731
+    before = drains()
+    assert queue.unlock([ref(1), ref(3)], "running-job") == 2
+    assert drains() == before + 1  # the holder's unlock queues a drain for them
+    [job] = queue.drain("hubspot", "deal")
+    assert job.args[2] == ["1", "3"] and members(queue) == []
+    queue.lock([ref(7)], "other")
+    assert queue.unlock([ref(7)], "other") == 1 and drains() == before + 1  # not pending: no drain
+
+
+def test_drain_waits_a_bounded_window_for_a_fuller_batch(queue, redis_server):
+    coalescing = RealtimeQueue(redis_server, queue.prefix, drain_window=0.3)
+    coalescing.mark_pending([ref(1)])
+    late = threading.Timer(0.1, lambda: coalescing.mark_pending([ref(2), ref(3)]))
+    late.start()
+    started = time.monotonic()
+    [job] = coalescing.drain("hubspot", "deal")
+    late.join()
+    assert job.args[2] == ["1", "2", "3"]  # one batch for events 100 ms apart
+    assert 0.15 < time.monotonic() - started < 2
+    assert [j.func_name for j in queue.rq.jobs].count("adapter.jobs.drain") == 1  # no second drain meanwhile
+    coalescing.mark_pending([ref(i) for i in range(10, 10 + BATCH_SIZE)])
+    started = time.monotonic()
+    [job] = coalescing.drain("hubspot", "deal")
+    assert len(job.args[2]) == BATCH_SIZE and time.monotonic() - started < 0.25  # a full batch: no wait
 
 
 def test_locks_are_exclusive_reentrant_and_released_by_their_holder(queue):

@@ -24,10 +24,24 @@ SIGNATURE_HEADER = "X-HubSpot-Signature-v3"
 TIMESTAMP_HEADER = "X-HubSpot-Request-Timestamp"
 
 
+_URL_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING")
+_URL_CACHE: dict[tuple, str] = {}
+_URL_CACHE_SIZE = 256
+
+
 def public_uri(req: Request, public_url: str | None) -> str:
     """The URL HubSpot signed: `public_url` + path + query, or the request's own URL."""
     if not public_url:
-        return req.url
+        # werkzeug rebuilds the URL on every request; it depends only on these environ values.
+        environ = req.environ
+        key = tuple(environ.get(name) for name in _URL_PARTS)
+        url = _URL_CACHE.get(key)
+        if url is None:
+            url = req.url
+            if len(_URL_CACHE) >= _URL_CACHE_SIZE:
+                _URL_CACHE.clear()
+            _URL_CACHE[key] = url
+        return url
     query = req.query_string.decode("latin-1")
     return public_url.rstrip("/") + req.path + (f"?{query}" if query else "")
 

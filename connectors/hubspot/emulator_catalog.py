@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "ObjectType",
     "OBJECT_TYPES",
+    "ENGAGEMENT_TYPES",
+    "ACTIVITY_DATE_PROPERTY",
     "resolve_object_type",
     "PropertyDefinition",
     "builtin_properties",
@@ -71,6 +73,10 @@ OBJECT_TYPES: dict[str, ObjectType] = {
     )
 }
 
+#: Engagements: logging one on a record moves the record's "Last activity date".
+ENGAGEMENT_TYPES = frozenset({"tasks", "notes", "calls", "emails"})
+ACTIVITY_DATE_PROPERTY = "notes_last_updated"
+
 _ALIASES = {alias: t for t in OBJECT_TYPES.values() for alias in (t.name, t.type_id, t.singular)}
 
 
@@ -124,6 +130,7 @@ _BY_TYPE: dict[str, dict[str, tuple]] = {
         "createdate": ("datetime", "date", ()), "name": ("string", "text", ()),
         "domain": ("string", "text", ()), "industry": ("string", "text", ()),
         "city": ("string", "text", ()), "numberofemployees": ("number", "number", ()),
+        "notes_last_contacted": ("datetime", "date", ()), "notes_last_updated": ("datetime", "date", ()),
         "lifecyclestage": ("enumeration", "radio", _options("lead", "opportunity", "customer", "other")),
     },
     "deals": {
@@ -143,6 +150,7 @@ _BY_TYPE: dict[str, dict[str, tuple]] = {
         "hs_ticket_category": ("enumeration", "checkbox", _options(
             "PRODUCT_ISSUE", "BILLING_ISSUE", "FEATURE_REQUEST", "GENERAL_INQUIRY")),
         "closed_date": ("datetime", "date", ()),
+        "notes_last_contacted": ("datetime", "date", ()), "notes_last_updated": ("datetime", "date", ()),
     },
     "tasks": {
         "hs_task_subject": ("string", "text", ()), "hs_task_body": ("string", "html", ()),
@@ -170,7 +178,8 @@ _BY_TYPE: dict[str, dict[str, tuple]] = {
             "NO_ANSWER", "QUEUED", "RINGING")),
     },
 }
-_READ_ONLY = {"hs_object_id", "hs_lastmodifieddate", "lastmodifieddate", "hs_is_closed"}
+_READ_ONLY = {"hs_object_id", "hs_lastmodifieddate", "lastmodifieddate", "hs_is_closed", "notes_last_contacted",
+              "notes_last_updated"}
 
 
 def builtin_properties(object_type: str) -> list[PropertyDefinition]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .emulator_catalog import DEAL_PIPELINES, OBJECT_TYPES, TICKET_PIPELINES, default_association_type
+from .emulator_catalog import (
+    ACTIVITY_DATE_PROPERTY, DEAL_PIPELINES, ENGAGEMENT_TYPES, OBJECT_TYPES, TICKET_PIPELINES, default_association_type,
+)
 from .emulator_state import CrmStore, Record, Version, to_iso
 
 __all__ = ["SeedMix", "seed_portal"]
@@ -74,6 +76,7 @@ class _Builder:
         self.departed = [o for o in store.owners if o["archived"]]
         self.users = {o["id"]: o["userId"] for o in store.owners}
         self.counts: dict[str, int] = {}
+        self.last_activity: dict[str, tuple[Record, int]] = {}  # record id -> (record, newest log time)
 
     def actor_for(self, owner_id: str | None) -> tuple[str, str | None, int | None]:
         owner_id = owner_id or self.active[0]["id"]
@@ -105,6 +108,18 @@ class _Builder:
     def link(self, a: Record, b: Record) -> None:
         self.store.link_seeded(a.object_type, a.id, b.object_type, b.id,
                                default_association_type(a.object_type, b.object_type))
+        if a.object_type in ENGAGEMENT_TYPES:
+            known = self.last_activity.get(b.id)
+            if known is None or known[1] < a.created_ms:
+                self.last_activity[b.id] = (b, a.created_ms)
+
+    def stamp_activity_dates(self) -> None:
+        """The "Last activity date" HubSpot keeps on records: when an engagement was last logged."""
+        for record, at_ms in self.last_activity.values():
+            if ACTIVITY_DATE_PROPERTY in self.store.properties[record.object_type]:
+                stamp = to_iso(at_ms)
+                record.properties[ACTIVITY_DATE_PROPERTY] = stamp
+                record.history[ACTIVITY_DATE_PROPERTY] = [Version(stamp, at_ms, "CALCULATED", None, None)]
 
     # -- people and companies ---------------------------------------------------------------
     def company(self) -> Record:
@@ -256,4 +271,5 @@ def seed_portal(store: CrmStore, n: int, object_types: tuple[str, ...], mix: See
                 build.link(record, company)
                 build.link(record, contact)
                 build.activity(record, mix, not closed, contact)
+        build.stamp_activity_dates()
         return dict(sorted(build.counts.items()))

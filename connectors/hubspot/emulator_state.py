@@ -17,11 +17,11 @@ from datetime import date, datetime, timezone
 from typing import Callable, Iterable, NamedTuple
 
 from .emulator_catalog import (
-    ASSOCIATION_TYPES, DEAL_PIPELINES, OBJECT_TYPES, PORTAL_USERS, REVERSE_TYPE_ID, TEAM_IDS,
-    TICKET_PIPELINES, PropertyDefinition, builtin_properties,
+    ACTIVITY_DATE_PROPERTY, ASSOCIATION_TYPES, DEAL_PIPELINES, ENGAGEMENT_TYPES, OBJECT_TYPES, PORTAL_USERS,
+    REVERSE_TYPE_ID, TEAM_IDS, TICKET_PIPELINES, PropertyDefinition, builtin_properties,
 )
 
-__all__ = ["Actor", "Change", "CrmError", "CrmStore", "Record", "Version", "to_iso", "parse_time_ms"]
+__all__ = ["Actor", "CALCULATED", "Change", "CrmError", "CrmStore", "Record", "Version", "to_iso", "parse_time_ms"]
 
 
 class CrmError(Exception):
@@ -72,6 +72,10 @@ class Actor:
     @classmethod
     def integration(cls, app_id: int | str) -> "Actor":
         return cls("INTEGRATION", str(app_id))
+
+
+#: HubSpot itself, maintaining a calculated property.
+CALCULATED = Actor("CALCULATED")
 
 
 class Version(NamedTuple):
@@ -360,6 +364,20 @@ class CrmStore:
                                                 (to_type, to_id, from_type, from_id, reverse)):
             self._emit(Change("associationChange", a_type, a_id, now, actor, to_object_type=b_type,
                               to_object_id=b_id, association_type_id=tid))
+        if from_type in ENGAGEMENT_TYPES:
+            self.activity_logged(to_type, to_id, now)
+        elif to_type in ENGAGEMENT_TYPES:
+            self.activity_logged(from_type, from_id, now)
+
+    def activity_logged(self, object_type: str, object_id: str, at_ms: int) -> None:
+        """An engagement was logged on a record: HubSpot moves its "Last activity date"
+        (`notes_last_updated`) to when it was logged, never back."""
+        record = self.get(object_type, object_id)
+        if record is None or ACTIVITY_DATE_PROPERTY not in self.properties[object_type]:
+            return  # engagements themselves keep no activity date
+        current = parse_time_ms(record.properties.get(ACTIVITY_DATE_PROPERTY))
+        if current is None or current < at_ms:
+            self.update(object_type, object_id, {ACTIVITY_DATE_PROPERTY: to_iso(at_ms)}, CALCULATED, at_ms=at_ms)
 
     def disassociate(self, from_type: str, from_id: str, to_type: str, to_id: str, actor: Actor) -> None:
         with self.lock:

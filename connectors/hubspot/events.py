@@ -181,7 +181,8 @@ def scan(payloads: list, app_id: str | None = None) -> tuple[list[Hint], int, in
             if object_type is None:
                 ignored += 1
                 continue
-        object_id = _object_id(payload)
+        object_id = get("objectId")
+        object_id = _object_id(payload) if object_id is None or object_id == "" else str(object_id)
         at = get("occurredAt")
         if not (type(at) is int and 0 <= at <= _MAX_MS):
             occurred_at(at)  # raises MalformedWebhook exactly where `normalize` would

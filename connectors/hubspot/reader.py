@@ -104,18 +104,18 @@ class Reader:
         cutoffs = {i: fields[i].get("activities_read_at") or self._now() - ACTIVITY_LOOKBACK for i in records}
         unreadable: dict[str, str] = {}
         links = {TASKS: self._associations(hubspot_type, TASKS, list(records), unreadable)}
-        logging = [i for i, r in records.items() if self._may_have_new_activity(r.properties or {}, cutoffs[i])]
+        to_read = [i for i, r in records.items() if self._may_have_new_activity(r.properties or {}, cutoffs[i])]
         for kind in ACTIVITY_KINDS:
-            links[kind] = self._associations(hubspot_type, kind, logging, unreadable)
+            links[kind] = self._associations(hubspot_type, kind, to_read, unreadable)
         engagements = {
             kind: self._read_objects(kind, _union(ids for i, ids in links[kind].items() if i not in unreadable),
                                      self._engagement_properties(kind))
             for kind in (TASKS, *ACTIVITY_KINDS)
         }
         url = {i: self.record_url(object_type, i) for i in records}
-        activities = {i: self._activities(links, engagements, i, cutoffs[i], url[i]) for i in logging}
+        activities = {i: self._activities(links, engagements, i, cutoffs[i], url[i]) for i in to_read}
         # Contacts and companies only matter to the tasks made from a note or email not read yet.
-        mining = [i for i in logging if any(a.source is None for a in activities[i])]
+        mining = [i for i in to_read if any(a.source is None for a in activities[i])]
         related = {
             related_type: self._associations(hubspot_type, self._fields.object_name(related_type), mining, unreadable)
             for related_type in RELATED_TYPES[object_type]

@@ -8,9 +8,11 @@ whose note failed is still "owner differs from owner_of_record" next time).
 
 Creates are idempotent through Baton's marker (`baton_source` = "<source>|<record key>"):
 a create whose outcome is unknown (5xx, timeout, reset) is never re-sent blindly; the
-markers of that batch are searched for and only the missing objects created. Transfer
-notes are looked up before the first attempt too: they are rare, and the transfer log
-must be exactly-once even when a record's field update failed after its note was written.
+markers of that batch are searched for and only the missing objects created. Nothing is
+searched for before a first attempt. A transfer note carries the transfer's deterministic
+`source`; when its record's field update fails after the note was written, logging the
+note moved the record's "Last activity date", so the next `load` reads the record's notes,
+returns that note with its marker, and the core does not log the transfer again.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from adapter.ports import ApplyResult, Failure
 from .batches import batch_errors, chunked, isolate
 from .fields import (
     MARKER_PROPERTY, NOTE_ASSOCIATION_TYPES, NOTES, OWNER_PROPERTY, TASK_ASSOCIATION_TYPES, TASKS,
-    HubSpotFields, encode_marker, format_datetime, text_to_html, transfer_source,
+    HubSpotFields, encode_marker, format_datetime, text_to_html,
 )
 from .transport import OutcomeUnknown
 
@@ -90,7 +92,7 @@ class Writer:
                 self._collect(plan, writes)
             except ValueError as error:
                 failures[plan.ref] = Failure(plan.ref, f"cannot encode the plan: {error}")
-        self._create(NOTES, _without(writes.notes, failures), failures, look_first=True)
+        self._create(NOTES, _without(writes.notes, failures), failures)
         self._create(TASKS, _without(writes.tasks, failures), failures)
         self._update(TASKS, _without(writes.task_updates.values(), failures), failures)
         by_type: dict[str, list[Update]] = {}
@@ -144,21 +146,18 @@ class Writer:
                          [(r.id, _association_type(TASK_ASSOCIATION_TYPES, r)) for r in targets])
 
     def _note(self, ref: RecordRef, action: LogTransfer) -> NewObject:
-        marker = encode_marker(transfer_source(action.at, action.from_owner, action.to_owner), ref)
+        marker = encode_marker(action.source, ref)
         properties = {"hs_note_body": text_to_html(action.body), "hs_timestamp": format_datetime(action.at),
                       MARKER_PROPERTY: marker}
         return NewObject(ref, marker, properties, [(ref.id, _association_type(NOTE_ASSOCIATION_TYPES, ref))])
 
     # -- creates ---------------------------------------------------------------------------------
-    def _create(self, kind: str, items: list[NewObject], failures: dict[RecordRef, Failure],
-                look_first: bool = False) -> None:
+    def _create(self, kind: str, items: list[NewObject], failures: dict[RecordRef, Failure]) -> None:
         unique: dict[str, NewObject] = {}
         for item in items:  # one object per marker, even if two plans ask for it
             unique.setdefault(item.marker, item)
         for chunk in chunked(list(unique.values())):
             pending = list(chunk)
-            if look_first:
-                pending = self._not_yet_created(kind, pending)
             for round_ in range(1, self.create_rounds + 1):
                 if not pending:
                     break

@@ -251,18 +251,9 @@ class SalesforceConnector:
                     f"AND MessageDate > {soql_datetime(since)}")
             rows = [(to_18(r[link]), r) for r in self.api.query(soql)]
         else:  # Leads are not "What"s: their emails hang off EmailMessageRelation.
-            soql = (f"SELECT RelationId, EmailMessageId FROM EmailMessageRelation WHERE RelationId IN {soql_in(ids)} "
-                    f"AND EmailMessage.MessageDate > {soql_datetime(since)}")
-            links = []
-            if self._email_relation_readable:
-                try:
-                    links = self.api.query(soql)
-                except FatalCrmError as exc:
-                    if "INVALID_TYPE" not in str(exc):
-                        raise
-                    # Said once per connector: asking again on every load only spends calls.
-                    log.warning("EmailMessageRelation is not readable (%s); lead emails are not read", exc)
-                    self._email_relation_readable = False
+            links = self._email_relations(
+                f"SELECT RelationId, EmailMessageId FROM EmailMessageRelation WHERE RelationId IN {soql_in(ids)} "
+                f"AND EmailMessage.MessageDate > {soql_datetime(since)}")
             owner_of = {to_18(link["EmailMessageId"]): to_18(link["RelationId"]) for link in links}
             rows = []
             for chunk in _chunks(list(owner_of), 500):
@@ -279,6 +270,20 @@ class SalesforceConnector:
                 is_html=html_only, url=self._url("EmailMessage", r["Id"]),
             ))
         return out
+
+    def _email_relations(self, soql: str) -> list[dict]:
+        """EmailMessageRelation rows; none (asked once) in an org without Enhanced Email."""
+        if not self._email_relation_readable:
+            return []
+        try:
+            return self.api.query(soql)
+        except FatalCrmError as exc:
+            if "INVALID_TYPE" not in str(exc):
+                raise
+            # Said once per connector: asking again on every load only spends calls.
+            log.warning("EmailMessageRelation is not readable (%s); lead emails are not read", exc)
+            self._email_relation_readable = False
+            return []
 
     def _notes(self, records: Mapping[str, Mapping[str, Any]], since: datetime) -> dict[str, list[Activity]]:
         """ContentNotes linked to the records (links come from the record query's sub-query)."""
@@ -339,22 +344,32 @@ class SalesforceConnector:
                 by_kind[{"call": "task"}.get(ref.object_type, ref.object_type)].append(to_18(ref.id))
         queries = {
             "task": ("SELECT WhatId, WhoId FROM Task WHERE Id IN {ids}", ("WhatId", "WhoId")),
-            "email": ("SELECT RelatedToId, ParentId FROM EmailMessage WHERE Id IN {ids}", ("RelatedToId", "ParentId")),
+            "email": ("SELECT Id, RelatedToId, ParentId FROM EmailMessage WHERE Id IN {ids}",
+                      ("RelatedToId", "ParentId")),
             "note": ("SELECT LinkedEntityId FROM ContentDocumentLink WHERE ContentDocumentId IN {ids}",
                      ("LinkedEntityId",)),
         }
         found: list[RecordRef] = []
+        unrelated_emails: list[str] = []  # to or from a lead: no What, only EmailMessageRelation rows
         for kind, ids in by_kind.items():
             if kind not in queries:
                 continue
             template, columns = queries[kind]
             for chunk in _chunks(ids):
                 for row in self.api.query(template.format(ids=soql_in(chunk))):
+                    if kind == "email" and not (row.get("RelatedToId") or row.get("ParentId")):
+                        unrelated_emails.append(to_18(row["Id"]))
                     for column in columns:
                         target = row.get(column)
                         object_type = self.fields.object_type_of_id(target or "")
                         if object_type:
                             found.append(RecordRef(CRM, object_type, to_18(target)))
+        for chunk in _chunks(unrelated_emails):
+            for row in self._email_relations(f"SELECT RelationId FROM EmailMessageRelation "
+                                             f"WHERE EmailMessageId IN {soql_in(chunk)}"):
+                object_type = self.fields.object_type_of_id(row.get("RelationId") or "")
+                if object_type:
+                    found.append(RecordRef(CRM, object_type, to_18(row["RelationId"])))
         return list(dict.fromkeys(found))
 
     # --- scan ------------------------------------------------------------------------------

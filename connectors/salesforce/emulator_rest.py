@@ -276,7 +276,8 @@ def _field(obj: Any, name: str) -> Any:
 def _object_summary(obj: Any, base: str) -> dict:
     return {
         "name": obj.name, "label": obj.label or obj.name, "labelPlural": (obj.label or obj.name) + "s",
-        "keyPrefix": obj.key_prefix, "custom": False, "createable": obj.createable, "updateable": obj.updateable,
+        "keyPrefix": obj.key_prefix or None, "custom": False, "createable": obj.createable,
+        "updateable": obj.updateable,
         "deletable": obj.updateable, "queryable": True, "retrieveable": True, "searchable": obj.updateable,
         "urls": {"sobject": f"{base}/sobjects/{obj.name}", "describe": f"{base}/sobjects/{obj.name}/describe",
                  "rowTemplate": f"{base}/sobjects/{obj.name}/{{ID}}"},
