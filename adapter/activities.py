@@ -58,9 +58,12 @@ def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners
     retried run finds it and creates nothing twice.
     """
     unread = _unread(snapshot, policy, now)
+    first_look = snapshot.field("activities_read_at") is None
     if not unread:
-        return ActivityOutcome()
-    outcome = ActivityOutcome(read_up_to=to_second(max(a.at for a in unread)))
+        # Record that Baton has looked, so a connector can skip reading activities next time.
+        return ActivityOutcome(read_up_to=to_second(now) if first_look else None)
+    newest = max(a.at for a in unread)
+    outcome = ActivityOutcome(read_up_to=to_second(max(newest, now) if first_look else newest))
     if not policy.commitments_enabled:
         return outcome
     existing = {t.source for t in snapshot.tasks if t.source}

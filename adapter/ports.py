@@ -70,8 +70,8 @@ class Connector(Protocol):
     name: str
     #: Neutral object types this CRM has, e.g. ("deal", "contact", "company", "ticket").
     object_types: tuple[str, ...]
-    #: Records per load/apply batch: what one batch call of this CRM takes (HubSpot 100,
-    #: Salesforce sObject Collections 200).
+    #: Records per load/apply batch. The connector splits it into API calls of the size its
+    #: CRM takes (HubSpot 100, Salesforce 200); a larger batch lets it pool partial calls.
     batch_size: int
 
     def owners(self) -> OwnerDirectory:

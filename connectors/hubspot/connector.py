@@ -36,7 +36,7 @@ class HubSpotConnector:
 
     name = CRM
     object_types = ("deal", "contact", "company", "ticket")
-    batch_size = 100
+    batch_size = 500  # records per load/apply; reads and writes still go 100 ids per call
 
     def __init__(self, access_token: str, *, host: str | None = None, portal_id: str | None = None,
                  app_id: str | None = None, manifest: Mapping[str, Any] | None = None,
