@@ -520,9 +520,8 @@ def test_seeding_is_deterministic_and_realistic():
     assert changed and all(a.timestamp_ms <= b.timestamp_ms for h in changed for a, b in zip(h, h[1:]))
 
 
-def test_seeding_ten_thousand_deals_is_fast():
+def test_seeding_ten_thousand_deals():
+    # How fast it seeds is measured by bench/api_economy.py, not asserted here.
     emu = HubSpotEmulator(validate=False)
-    started = time.perf_counter()
     counts = emu.seed(10_000, mix=SeedMix(), now=NOW)
-    elapsed = time.perf_counter() - started
-    assert counts["deals"] == 10_000 and elapsed < 5, elapsed
+    assert counts["deals"] == 10_000

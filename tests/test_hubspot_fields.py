@@ -9,7 +9,7 @@ from adapter.manifest import field_specs, load_manifest
 from adapter.model import RecordRef
 from connectors.hubspot.fields import (
     HubSpotFields, decode_marker, decode_value, encode_marker, encode_value, epoch_ms, format_datetime,
-    parse_datetime, text_to_html, transfer_source,
+    parse_datetime, text_to_html,
 )
 
 UTC = timezone.utc
@@ -118,9 +118,6 @@ def test_datetime_helpers():
     at = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
     assert epoch_ms(at) == "1795359600000"
     assert format_datetime(at) == "2026-11-22T15:00:00.000Z"
-    marker = transfer_source(at, "Avery", "Bianca")
-    assert marker.startswith("baton:transfer:2026-11-22T15:00:00.000Z:")
-    assert marker == transfer_source(at, "Avery", "Bianca") != transfer_source(at, "Bianca", "Carlos")
     with pytest.raises(ValueError):
         format_datetime(datetime(2026, 1, 1))
 

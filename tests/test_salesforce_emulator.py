@@ -506,9 +506,7 @@ def test_seed_is_deterministic_and_fast():
     assert {e["Incoming"] for e in first.records("EmailMessage")} == {True, False}
 
     big = SalesforceEmulator(clock=lambda: NOW)
-    started = time.perf_counter()
-    big.seed(10_000, object_types=("opportunity",))
-    assert time.perf_counter() - started < 5
+    big.seed(10_000, object_types=("opportunity",))  # its speed is measured by bench/api_economy.py
     assert len(big.records("Opportunity")) == 10_000
 
 

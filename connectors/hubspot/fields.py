@@ -6,7 +6,6 @@ property definitions `install` creates, and Baton's source marker on tasks and n
 """
 from __future__ import annotations
 
-import hashlib
 import html
 import numbers
 import re
@@ -259,12 +258,6 @@ def decode_marker(raw: str | None) -> str | None:
     if not raw:
         return None
     return raw.split("|", 1)[0] or None
-
-
-def transfer_source(at: datetime, from_owner: str, to_owner: str) -> str:
-    """The marker of one logged transfer: its time, plus who to whom (two changes can share a millisecond)."""
-    digest = hashlib.sha1(f"{from_owner}\n{to_owner}".encode()).hexdigest()[:8]
-    return f"baton:transfer:{format_datetime(at)}:{digest}"
 
 
 # -- text ----------------------------------------------------------------------------------
