@@ -366,10 +366,13 @@ class RealtimeQueue:
         jobs = []
         for _ in range(MAX_BATCHES_PER_DRAIN):
             lease = (time.time() if now is None else now) + CLAIM_LEASE
-            ids, _held = self.claim(crm, object_type, lease=lease)
-            if not ids:
+            ids, held = self.claim(crm, object_type, lease=lease)
+            if ids:
+                jobs.append(self.enqueue_batch(crm, object_type, sorted(ids), claimed=claimed))
+            if len(ids) + held < self.batch_size:
+                # The set ran dry: whatever arrives from now on has queued a drain of its own
+                # (the flag is cleared), which gathers it into a fuller batch than one popped now.
                 return jobs
-            jobs.append(self.enqueue_batch(crm, object_type, sorted(ids), claimed=claimed))
         if self.redis.scard(pending):
             self.kick(crm, object_type)
         return jobs

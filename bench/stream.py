@@ -9,6 +9,9 @@ Prints one JSON line:
   calls_per_event    HubSpot API calls Baton made during the run / owner changes made
   collapsed          changes superseded by a later change of the same deal before Baton wrote
                      (their latency is not measured: the later change's is)
+  unchanged          last changes that restored the owner Baton had already written (A -> B -> A
+                     before Baton looked): correct with no write, so no latency to measure
+  missing            last changes Baton's state does not reflect at the end (should be 0)
   batches / refs_per_batch / calls_per_batch
                      reconcile_batch jobs run during the measured part, their mean size and
                      HubSpot calls per job; top_calls: the most frequent endpoints
@@ -54,14 +57,20 @@ class WriteBacks:
 
     def __init__(self, app_id: str):
         self.app_id = app_id
-        self.seen: dict[tuple[str, str], float] = {}
+        self.seen: dict[tuple[str, str], list[float]] = {}  # every write of that value, in order
         self.lock = threading.Lock()
 
     def __call__(self, change) -> None:
         if (change.property_name == "baton_owner_of_record" and change.actor.source_type == "INTEGRATION"
                 and change.object_type == "deals"):
             with self.lock:
-                self.seen.setdefault((change.object_id, change.property_value), time.perf_counter())
+                self.seen.setdefault((change.object_id, change.property_value), []).append(time.perf_counter())
+
+    def first_after(self, deal: str, owner: str, at: float) -> float | None:
+        """When Baton first wrote `owner` on `deal` at or after `at` (an owner can come back:
+        A -> B -> A, and the baseline sweep wrote every deal's first owner)."""
+        with self.lock:
+            return next((t for t in self.seen.get((deal, owner), ()) if t >= at), None)
 
 
 def main() -> None:
@@ -135,20 +144,22 @@ def main() -> None:
         sizes = _batch_sizes(queue, since=started_at)
         top_calls = emu.calls.most_common(6)
 
-        latencies, collapsed, missing = [], 0, 0
+        latencies, collapsed, unchanged, missing = [], 0, 0, 0
         for (deal, owner), at in changed.items():
-            written = writes.seen.get((deal, owner))
-            if written is not None and written >= at:
+            written = writes.first_after(deal, owner, at)
+            if written is not None:
                 latencies.append(written - at)
             elif last_change[deal][0] != owner or last_change[deal][1] != at:
                 collapsed += 1
+            elif (emu.record("deals", deal) or {}).get("baton_owner_of_record") == owner:
+                unchanged += 1  # changed back (A -> B -> A) before Baton looked: nothing to write
             else:
                 missing += 1
         latencies.sort()
         pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else None  # noqa: E731
         print(json.dumps({
             "p50_ms": pick(0.5), "p95_ms": pick(0.95), "calls_per_event": round(calls / args.changes, 3),
-            "changes": args.changes, "measured": len(latencies), "collapsed": collapsed, "missing": missing,
+            "changes": args.changes, "measured": len(latencies), "collapsed": collapsed, "unchanged": unchanged, "missing": missing,
             "deals": args.deals, "workers": args.workers, "seconds": args.seconds,
             "rate_limited": emu.rate_limited,
             "batches": len(sizes), "refs_per_batch": round(sum(sizes) / len(sizes), 1) if sizes else 0,

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 import pytest
 
 from adapter.errors import MalformedWebhook
-from connectors.hubspot.events import is_own_write, normalize
+from connectors.hubspot.events import is_own_write, normalize, scan
 from tests.fakes import hubspot_event
 
 
@@ -80,3 +80,61 @@ def test_own_writes_are_recognised_by_app_id():
     assert is_own_write(ours, "4242") and is_own_write(api, "4242")
     assert not is_own_write(other_app, "4242") and not is_own_write(user, "4242")
     assert not is_own_write(ours, None)
+
+
+def _variants():
+    """Payloads around every branch `normalize` takes, for `scan` to agree with."""
+    base = [
+        hubspot_event(101, value="2"),
+        hubspot_event(7, subscription_type="object.propertyChange", objectTypeId="0-3", property_name="dealstage"),
+        hubspot_event(7, subscription_type="object.creation", objectTypeId="0-27"),
+        hubspot_event(7, subscription_type="object.creation", objectTypeId=27),
+        hubspot_event(7, subscription_type="object.creation", objectTypeId="0-7"),
+        hubspot_event(7, subscription_type="object.creation"),
+        hubspot_event(7, subscription_type="product.creation"),
+        hubspot_event(7, subscription_type="deal.somethingNew"),
+        hubspot_event(7, subscription_type="deal.propertyChange.extra"),
+        hubspot_event(7, subscription_type="contact.merge", primaryObjectId=77, objectId=""),
+        hubspot_event(1, changeSource="INTEGRATION", sourceId="4242"),
+        hubspot_event(1, changeSource="API", sourceId=4242),
+        hubspot_event(1, changeSource="INTEGRATION", sourceId=" 4242 "),
+        hubspot_event(1, changeSource="INTEGRATION", sourceId="999"),
+        hubspot_event(1, changeSource=["INTEGRATION"], sourceId="4242"),
+        hubspot_event(1, occurred_at="1763305200000"),
+        hubspot_event(1, occurred_at=None),
+        hubspot_event(1, occurred_at=True),
+        hubspot_event(1, occurred_at=-5),
+        {"subscriptionType": "deal.creation", "objectId": 5},
+        {"subscriptionType": "deal.creation", "objectId": 5, "portalId": None, "eventId": "a\tb"},
+    ]
+    assoc = hubspot_event(0, subscription_type="deal.associationChange", property_name=None, fromObjectId=55)
+    del assoc["objectId"]
+    return base + [assoc]
+
+
+@pytest.mark.parametrize("payload", _variants())
+@pytest.mark.parametrize("app_id", [None, "4242", " 4242"])
+def test_scan_agrees_with_normalize(payload, app_id):
+    event = normalize(payload)
+    hints, ignored, own = scan([payload], app_id)
+    if event is None:
+        assert (hints, ignored, own) == ([], 1, 0)
+    else:
+        assert hints == [(event.key, f"{event.crm}:{event.object_type}", event.object_id)] and ignored == 0
+        assert own == int(is_own_write(event, app_id))
+        skipped, _, _ = scan([payload], app_id, skip_own_writes=True)
+        assert skipped == ([] if own else hints)
+
+
+@pytest.mark.parametrize("payload,message", [
+    ([], "not an object"),
+    ({"eventId": 1}, "no subscriptionType"),
+    ({"subscriptionType": "deal.creation", "eventId": 3}, "names no object"),
+    ({"subscriptionType": "deal.creation", "objectId": 1, "occurredAt": "soon"}, "occurredAt"),
+    ({"subscriptionType": "deal.creation", "objectId": 1, "occurredAt": 10 ** 20}, "occurredAt"),
+])
+def test_scan_refuses_what_normalize_refuses(payload, message):
+    with pytest.raises(MalformedWebhook, match=message):
+        normalize(payload)
+    with pytest.raises(MalformedWebhook, match=message):
+        scan([payload])

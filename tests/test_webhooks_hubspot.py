@@ -91,10 +91,18 @@ def test_ignored_and_own_write_events_are_counted(app, queue):
         hubspot_event(3, event_id=3),
     ]
     assert post(app, events).status_code == 204
-    assert pending(queue) == ["2", "3"]
+    assert pending(queue) == ["3"]  # Baton's own write only echoes what it wrote: not queued
     assert events_counted(app, "ignored") == 1
     assert events_counted(app, "own_write") == 1
-    assert events_counted(app, "accepted") == 2
+    assert events_counted(app, "accepted") == 1
+
+
+def test_own_writes_can_be_reconciled_again_when_configured(prefix, queue):
+    app = create_app(base_settings(prefix, BATON_RECONCILE_OWN_WRITES="true"), queue=queue)
+    events = [hubspot_event(2, event_id=2, changeSource="INTEGRATION", sourceId="4242"), hubspot_event(3, event_id=3)]
+    assert post(app, events).status_code == 204
+    assert pending(queue) == ["2", "3"]
+    assert events_counted(app, "own_write") == 1 and events_counted(app, "accepted") == 2
 
 
 def test_a_batch_of_only_ignored_events_is_still_acknowledged(app, queue):

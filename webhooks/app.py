@@ -38,7 +38,8 @@ def create_app(settings: Settings, *, queue: RealtimeQueue | None = None) -> Fla
         if not secrets:
             settings.require("HUBSPOT_CLIENT_SECRET", "the HubSpot app's client secret signs its webhooks")
         receivers["baton.hubspot"] = hubspot.HubSpotReceiver(
-            secrets, public_url=settings.public_url, app_id=settings.get("HUBSPOT_APP_ID"))
+            secrets, public_url=settings.public_url, app_id=settings.get("HUBSPOT_APP_ID"),
+            reconcile_own_writes=_flag(settings.get("BATON_RECONCILE_OWN_WRITES")))
         app.register_blueprint(hubspot.blueprint)
     if "salesforce" in crms:
         org_id = settings.require("SALESFORCE_ORG_ID", "Outbound Messages and Flows are checked against it")
@@ -62,6 +63,10 @@ def create_app(settings: Settings, *, queue: RealtimeQueue | None = None) -> Fla
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/metrics", "metrics", metrics)
     return app
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def healthz():

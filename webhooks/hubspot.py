@@ -50,10 +50,15 @@ class HubSpotReceiver(Receiver):
     name = "hubspot"
 
     def __init__(self, secrets: Sequence[str], *, public_url: str | None = None, app_id: str | None = None,
-                 tolerance: int = DEFAULT_TOLERANCE, future_tolerance: int = DEFAULT_FUTURE_TOLERANCE):
+                 tolerance: int = DEFAULT_TOLERANCE, future_tolerance: int = DEFAULT_FUTURE_TOLERANCE,
+                 reconcile_own_writes: bool = False):
         self.secrets = list(secrets)
         self.public_url = public_url
         self.app_id = app_id
+        #: False (default): events HubSpot attributes to Baton's own app (`HUBSPOT_APP_ID`) are
+        #: counted as `own_write` and not queued: they only echo what Baton just wrote, and
+        #: reconciling them again would cost CRM calls to change nothing.
+        self.reconcile_own_writes = reconcile_own_writes
         self.tolerance = tolerance
         self.future_tolerance = future_tolerance
 
@@ -78,7 +83,7 @@ class HubSpotReceiver(Receiver):
         if len(payload) > MAX_EVENTS:
             raise Rejected(400, "too_many_events", f"{len(payload)} events; HubSpot sends at most {MAX_EVENTS}")
         # The hot path: (key, crm:type, id) straight from the dicts; `Event`s only on demand.
-        hints, ignored, own_writes = scan(payload, self.app_id)
+        hints, ignored, own_writes = scan(payload, self.app_id, skip_own_writes=not self.reconcile_own_writes)
         return Parsed(hints=hints, ignored=ignored, own_writes=own_writes,
                       make_events=lambda: [e for e in map(normalize, payload) if e is not None])
 

@@ -152,12 +152,13 @@ _MAX_MS = 253_402_300_799_999
 Hint = tuple[str, str, str]
 
 
-def scan(payloads: list, app_id: str | None = None) -> tuple[list[Hint], int, int]:
+def scan(payloads: list, app_id: str | None = None, *, skip_own_writes: bool = False) -> tuple[list[Hint], int, int]:
     """A batch of webhook event dicts → (hints, ignored, own writes), without building `Event`s.
 
     For every item, exactly what `normalize` would decide: the same `MalformedWebhook`s, None
     (ignored) for the same subscriptions, and for the others `(event.key, "crm:type",
-    event.object_id)`; own writes are counted as `is_own_write` counts them.
+    event.object_id)`; own writes are counted as `is_own_write` counts them, and left out of
+    the hints with `skip_own_writes`.
     """
     hints: list[Hint] = []
     ignored = own = 0
@@ -186,14 +187,16 @@ def scan(payloads: list, app_id: str | None = None) -> tuple[list[Hint], int, in
         at = get("occurredAt")
         if not (type(at) is int and 0 <= at <= _MAX_MS):
             occurred_at(at)  # raises MalformedWebhook exactly where `normalize` would
-        hints.append((
-            f"{CRM}:{get('portalId', '')}:{get('subscriptionId', '')}:{get('eventId', '')}:{object_id}:{get('occurredAt', '')}",
-            pairs[object_type], object_id,
-        ))
         if app is not None:
             source = get("changeSource")
             if isinstance(source, str) and source in APP_CHANGE_SOURCES:
                 source_id = get("sourceId")
                 if (str(source_id) if source_id is not None else "").strip() == app:
                     own += 1
+                    if skip_own_writes:
+                        continue
+        hints.append((
+            f"{CRM}:{get('portalId', '')}:{get('subscriptionId', '')}:{get('eventId', '')}:{object_id}:{get('occurredAt', '')}",
+            pairs[object_type], object_id,
+        ))
     return hints, ignored, own
