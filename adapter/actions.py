@@ -67,17 +67,22 @@ class LogTransfer:
 
     @property
     def title(self) -> str:
-        return f"Ownership transferred: {self.from_owner} → {self.to_owner}"
+        """Names only: the subject line of a task or note; the body carries the emails."""
+        return f"Ownership transferred: {_name(self.from_owner)} → {_name(self.to_owner)}"
 
     @property
     def body(self) -> str:
         return (
-            f"{self.title}\n"
+            f"Ownership transferred: {self.from_owner} → {self.to_owner}\n"
             f"When: {self.at.isoformat()}\n"
             f"Changed by: {self.changed_by}\n"
             f"Why: {self.reason}\n"
             "Logged by Baton."
         )
+
+
+def _name(label: str) -> str:
+    return label.split(" <", 1)[0]
 
 
 @dataclass(frozen=True)

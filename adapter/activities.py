@@ -29,7 +29,7 @@ def _unread(snapshot: Snapshot, policy: Policy, now: datetime) -> list[Activity]
         cutoff = now - timedelta(**{policy.commitment_lookback.unit: policy.commitment_lookback.amount})
         fresh = [a for a in snapshot.activities if a.at >= cutoff]
     else:
-        fresh = [a for a in snapshot.activities if to_second(a.at) > read_at]
+        fresh = [a for a in snapshot.activities if to_second(a.stored_at) > read_at]
     return sorted((a for a in fresh if a.kind in MINED_KINDS and not a.source), key=lambda a: (a.at, a.id))
 
 
@@ -58,12 +58,13 @@ def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners
     retried run finds it and creates nothing twice.
     """
     unread = _unread(snapshot, policy, now)
-    first_look = snapshot.field("activities_read_at") is None
+    # On first sight, "read up to" starts where the load saw everything, on the CRM's clock
+    # (never Baton's, which may run ahead), so a connector can skip reading activities next time.
+    baseline = snapshot.activities_known_at if snapshot.field("activities_read_at") is None else None
+    stamps = [a.stored_at for a in unread] + ([baseline] if baseline else [])
     if not unread:
-        # Record that Baton has looked, so a connector can skip reading activities next time.
-        return ActivityOutcome(read_up_to=to_second(now) if first_look else None)
-    newest = max(a.at for a in unread)
-    outcome = ActivityOutcome(read_up_to=to_second(max(newest, now) if first_look else newest))
+        return ActivityOutcome(read_up_to=to_second(max(stamps)) if stamps else None)
+    outcome = ActivityOutcome(read_up_to=to_second(max(stamps)))
     if not policy.commitments_enabled:
         return outcome
     existing = {t.source for t in snapshot.tasks if t.source}

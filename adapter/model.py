@@ -177,6 +177,13 @@ class Activity:
     url: str | None = None
     #: Baton's marker when Baton itself wrote this activity (a transfer note): never mined.
     source: str | None = None
+    #: When the CRM stored it. `at` is when it happened and may be earlier: a backdated note,
+    #: an email that synced late. "Read up to" watermarks compare this, not `at`.
+    logged_at: datetime | None = None
+
+    @property
+    def stored_at(self) -> datetime:
+        return self.logged_at or self.at
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,9 @@ class Snapshot:
     activities: tuple[Activity, ...] = ()
     related: tuple[RecordRef, ...] = ()
     url: str | None = None
+    #: A time on the CRM's own clock, no later than this load, up to which every note, email
+    #: and call of the record was loaded (or known not to exist); None when unknown.
+    activities_known_at: datetime | None = None
 
     def field(self, name: str) -> Any:
         return self.fields.get(name)

@@ -313,3 +313,19 @@ def test_a_transfer_already_on_the_record_is_not_logged_again():
     plan = plan_for(noted)
     assert not plan.of(LogTransfer)
     assert plan.of(SetFields)[0].values["owner_transfers"] == 1
+
+
+def test_an_email_that_synced_late_is_still_read():
+    read_at = T0 - timedelta(hours=1)
+    late = Activity("e9", "email", T0 - timedelta(hours=5), "Can you send the contract by Friday?",
+                    direction="inbound", logged_at=T0 - timedelta(minutes=10))
+    plan = plan_for(snapshot(fields=dict(SEEN, activities_read_at=read_at), activities=[late], tasks=[task()]))
+    assert [c.source for c in plan.of(CreateTask)] == [commitment_source("e9", 0)]
+    assert plan.of(SetFields)[0].values["activities_read_at"] == T0 - timedelta(minutes=10)
+
+
+def test_first_look_starts_reading_where_the_crm_says_the_load_saw_everything():
+    from dataclasses import replace
+    known = T0 - timedelta(minutes=3)
+    plan = plan_for(replace(snapshot(tasks=[task()]), activities_known_at=known))
+    assert plan.of(SetFields)[0].values["activities_read_at"] == known

@@ -55,9 +55,10 @@ RELATED_TYPES = {"deal": ("contact", "company"), "ticket": ("contact", "company"
 TASK_PROPERTIES = ("hs_task_subject", "hs_task_body", "hs_timestamp", "hs_task_status",
                    "hs_task_completion_date", "hubspot_owner_id")
 ACTIVITY_PROPERTIES = {
-    NOTES: ("hs_note_body", "hs_timestamp", "hubspot_owner_id"),
-    EMAILS: ("hs_email_html", "hs_email_text", "hs_email_direction", "hs_timestamp", "hubspot_owner_id"),
-    CALLS: ("hs_call_body", "hs_call_direction", "hs_timestamp", "hubspot_owner_id"),
+    NOTES: ("hs_note_body", "hs_timestamp", "hs_createdate", "hubspot_owner_id"),
+    EMAILS: ("hs_email_html", "hs_email_text", "hs_email_direction", "hs_timestamp", "hs_createdate",
+             "hubspot_owner_id"),
+    CALLS: ("hs_call_body", "hs_call_direction", "hs_timestamp", "hs_createdate", "hubspot_owner_id"),
 }
 EMAIL_DIRECTIONS = {"EMAIL": "outbound", "INCOMING_EMAIL": "inbound", "FORWARDED_EMAIL": "inbound"}
 CALL_DIRECTIONS = {"OUTBOUND": "outbound", "INBOUND": "inbound"}

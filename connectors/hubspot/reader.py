@@ -25,7 +25,7 @@ from adapter.visibility import to_second
 
 from .batches import batch_errors, chunked, isolate
 from .fields import (
-    ACTIVITY_DATE_PROPERTY, ACTIVITY_OBJECTS, ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM,
+    ACTIVITY_DATE_PROPERTY, MODIFIED_PROPERTY, ACTIVITY_OBJECTS, ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM,
     EMAIL_DIRECTIONS, EMAILS, MARKER_PROPERTY, NAME_PROPERTIES, NOTES, OBJECT_TYPE_IDS, OWNER_PROPERTY,
     PIPELINE_PROPERTY, RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields, decode_marker,
     parse_datetime,
@@ -158,7 +158,7 @@ class Reader:
         return [
             activity for kind in ACTIVITY_KINDS for i in links[kind].get(record_id, ())
             if (o := engagements[kind].get(i)) and (activity := activity_from(kind, o, url))
-            and (activity.source is not None or activity.at > cutoff)
+            and (activity.source is not None or activity.stored_at > cutoff)
         ]
 
     def _read_records(self, object_type: str, refs: Sequence[RecordRef]):
@@ -265,6 +265,7 @@ class Reader:
             activities=tuple(sorted(activities, key=lambda a: (a.at, a.id))),
             related=related,
             url=url,
+            activities_known_at=_activities_known_at(props, object_type),
         )
 
     def record_url(self, object_type: str, record_id: str) -> str | None:
@@ -332,14 +333,23 @@ def activity_from(kind: str, obj, url: str | None) -> Activity | None:
     if at is None:
         return None
     author = props.get(OWNER_PROPERTY) or None
+    logged = parse_datetime(props.get("hs_createdate") or getattr(obj, "created_at", None))
     if kind == NOTES:
         # Baton's own transfer notes come back with their marker, so the core never mines them.
         return Activity(str(obj.id), "note", at, props.get("hs_note_body") or "", "note", author, True, url,
-                        source=decode_marker(props.get(MARKER_PROPERTY)))
+                        source=decode_marker(props.get(MARKER_PROPERTY)), logged_at=logged)
     if kind == EMAILS:
         html_body = props.get("hs_email_html")
         direction = EMAIL_DIRECTIONS.get(props.get("hs_email_direction") or "", "outbound")
         return Activity(str(obj.id), "email", at, html_body or props.get("hs_email_text") or "",
-                        direction, author, bool(html_body), url)
+                        direction, author, bool(html_body), url, logged_at=logged)
     direction = CALL_DIRECTIONS.get((props.get("hs_call_direction") or "").upper(), "outbound")
-    return Activity(str(obj.id), "call", at, props.get("hs_call_body") or "", direction, author, True, url)
+    return Activity(str(obj.id), "call", at, props.get("hs_call_body") or "", direction, author, True, url,
+                    logged_at=logged)
+
+
+def _activities_known_at(props: Mapping[str, str | None], object_type: str) -> datetime | None:
+    """The record's last-activity and last-modified times, both on HubSpot's clock and both no
+    later than this load: every activity logged before them was loaded or gated as old."""
+    stamps = [parse_datetime(props.get(name)) for name in (ACTIVITY_DATE_PROPERTY, MODIFIED_PROPERTY[object_type])]
+    return max((s for s in stamps if s is not None), default=None)

@@ -248,12 +248,12 @@ class SalesforceConnector:
         if sobject in EMAIL_LINK:
             link = EMAIL_LINK[sobject]
             soql = (f"SELECT {columns}, {link} FROM EmailMessage WHERE {link} IN {soql_in(ids)} "
-                    f"AND MessageDate > {soql_datetime(since)}")
+                    f"AND CreatedDate > {soql_datetime(since)}")
             rows = [(to_18(r[link]), r) for r in self.api.query(soql)]
         else:  # Leads are not "What"s: their emails hang off EmailMessageRelation.
             links = self._email_relations(
                 f"SELECT RelationId, EmailMessageId FROM EmailMessageRelation WHERE RelationId IN {soql_in(ids)} "
-                f"AND EmailMessage.MessageDate > {soql_datetime(since)}")
+                f"AND EmailMessage.CreatedDate > {soql_datetime(since)}")
             owner_of = {to_18(link["EmailMessageId"]): to_18(link["RelationId"]) for link in links}
             rows = []
             for chunk in _chunks(list(owner_of), 500):
@@ -268,6 +268,7 @@ class SalesforceConnector:
                 direction="inbound" if incoming else "outbound",
                 author_owner_id=None if incoming else r.get("CreatedById"),
                 is_html=html_only, url=self._url("EmailMessage", r["Id"]),
+                logged_at=parse_datetime(r["CreatedDate"]),  # an email can sync later than it was sent
             ))
         return out
 
