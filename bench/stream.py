@@ -1,7 +1,9 @@
 """Real-time latency benchmark: the HubSpot emulator emits owner changes as users would,
 Baton's app receives the signed webhooks, rq workers reconcile through the HubSpot connector.
 
-    .venv/bin/python bench/stream.py [--changes 5000] [--seconds 60] [--deals 1000] [--workers 2]
+    .venv/bin/python bench/stream.py [--changes 5000] [--seconds 60] [--deals 1000] [--workers 2] [--rate-limit 190]
+
+BATON_DRAIN_WINDOW in the environment reaches the workers (default 0.5 s).
 
 Prints one JSON line:
   p50_ms / p95_ms    from a user's owner change to Baton's write-back of
@@ -79,17 +81,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--deals", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate-limit", type=int, default=190,
+                        help="the emulated app's HubSpot allowance per 10 s (HubSpot's default: 190)")
     args = parser.parse_args()
 
     prefix = f"bench-stream-{uuid.uuid4().hex[:8]}"
     data_dir = tempfile.mkdtemp(prefix="baton-stream-")
-    emu = HubSpotEmulator(token=TOKEN, validate=False, rate_limit=190).start()
+    emu = HubSpotEmulator(token=TOKEN, validate=False, rate_limit=args.rate_limit).start()
     values = {
         "BATON_CRMS": "hubspot", "BATON_REDIS_PREFIX": prefix, "BATON_DATA_DIR": data_dir,
         "HUBSPOT_ACCESS_TOKEN": TOKEN, "BATON_HUBSPOT_HOST": emu.url, "HUBSPOT_PORTAL_ID": str(emu.portal_id),
         "HUBSPOT_APP_ID": str(emu.app_id), "HUBSPOT_CLIENT_SECRET": SECRET,
         # The app's HubSpot allowance is shared: each worker process paces itself to its share.
-        "BATON_HUBSPOT_CALLS_PER_10S": str(190 // max(1, args.workers)),
+        "BATON_HUBSPOT_CALLS_PER_10S": str(args.rate_limit // max(1, args.workers)),
         "BATON_SWEEP_INTERVAL": "0", "BATON_DEADLINE_INTERVAL": "5", "BATON_LOG_LEVEL": "WARNING",
     }
     if os.environ.get("REDIS_URL"):
@@ -142,7 +146,7 @@ def main() -> None:
         _wait_idle(queue, timeout=300)
         calls = emu.calls_total
         sizes = _batch_sizes(queue, since=started_at)
-        top_calls = emu.calls.most_common(6)
+        top_calls = emu.calls.most_common(12)
 
         latencies, collapsed, unchanged, missing = [], 0, 0, 0
         for (deal, owner), at in changed.items():
@@ -160,7 +164,8 @@ def main() -> None:
         print(json.dumps({
             "p50_ms": pick(0.5), "p95_ms": pick(0.95), "calls_per_event": round(calls / args.changes, 3),
             "changes": args.changes, "measured": len(latencies), "collapsed": collapsed, "unchanged": unchanged, "missing": missing,
-            "deals": args.deals, "workers": args.workers, "seconds": args.seconds,
+            "deals": args.deals, "workers": args.workers, "seconds": args.seconds, "rate_limit": args.rate_limit,
+            "drain_window": float(os.environ.get("BATON_DRAIN_WINDOW", "0.5")),
             "rate_limited": emu.rate_limited,
             "batches": len(sizes), "refs_per_batch": round(sum(sizes) / len(sizes), 1) if sizes else 0,
             "calls_per_batch": round(calls / len(sizes), 1) if sizes else None,
@@ -188,8 +193,9 @@ def _batch_sizes(queue: RealtimeQueue, since: float) -> list[int]:
             sizes.append(len(job.args[2]))
             if os.environ.get("BENCH_DEBUG"):
                 print("batch", job.args[1], len(job.args[2]), round(job.enqueued_at.timestamp() - since, 2),
+                      round((job.started_at - job.enqueued_at).total_seconds(), 2) if job.started_at else None,
                       round((job.ended_at - job.started_at).total_seconds(), 2) if job.ended_at and job.started_at else None,
-                      file=sys.stderr)
+                      job.worker_name, file=sys.stderr)
     return sizes
 
 
