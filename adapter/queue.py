@@ -378,14 +378,15 @@ class RealtimeQueue:
         return jobs
 
     def _coalesce(self, flag: str, pending: str) -> None:
-        """Wait, bounded by the drain window, until a full batch is pending."""
+        """Wait until a full batch is pending or the window (from the event that queued this
+        drain) has passed."""
         raw = self.redis.get(flag)
         current = time.time()
         try:
-            kicked_at = float(raw) if raw is not None else current
+            kicked_at = min(float(raw), current) if raw is not None else current
         except ValueError:
             kicked_at = current
-        until = min(kicked_at, current) + self.drain_window
+        until = kicked_at + self.drain_window
         for _ in range(int(self.drain_window / DRAIN_POLL) + 2):
             left = until - time.time()
             if left <= 0 or self.redis.scard(pending) >= self.batch_size:
