@@ -159,9 +159,12 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
-def _connector_factory(crm: str, settings: Settings):
-    """How worker processes build connectors: the one wiring point for rq jobs."""
-    return _connector(crm, settings)
+def _connector_factory(crm: str, settings: Settings, redis=None):
+    """How worker processes build connectors: the one wiring point for rq jobs. `redis` is the
+    queue's connection (the HubSpot connector shares its rate limit across workers through it)."""
+    from connectors import get_connector
+
+    return get_connector(crm, settings.values, redis=redis)
 
 
 def cmd_worker(args, settings: Settings) -> int:

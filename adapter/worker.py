@@ -14,6 +14,7 @@ entry point wired in (`adapter/cli.py` passes `connectors.get_connector`).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing
 import threading
@@ -34,7 +35,9 @@ from adapter.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Builds the connector for a CRM name; wired in by the entry point (see `adapter/cli.py`).
-ConnectorFactory = Callable[[str, Settings], Any]
+#: A factory that takes a `redis` keyword is also given the queue's Redis connection, for
+#: state its connectors share across worker processes (HubSpot's rate limit).
+ConnectorFactory = Callable[..., Any]
 
 DEADLINE_PERIOD = 30.0
 SWEEP_PERIOD = 15 * 60.0
@@ -62,11 +65,22 @@ class Runtime:
         if crm not in self._connectors:
             if self.connector_factory is None:
                 raise ConfigurationError("this process has no connector factory: start workers with `baton worker`")
-            self._connectors[crm] = self.connector_factory(crm, self.settings)
+            if _accepts_redis(self.connector_factory):
+                self._connectors[crm] = self.connector_factory(crm, self.settings, redis=self.queue.redis)
+            else:
+                self._connectors[crm] = self.connector_factory(crm, self.settings)
         return self._connectors[crm]
 
     def crms(self) -> list[str]:
         return configured_crms(self.settings)
+
+
+def _accepts_redis(factory: Callable) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "redis" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 _CRM_HINTS = {

@@ -92,8 +92,8 @@ def main() -> None:
         "BATON_CRMS": "hubspot", "BATON_REDIS_PREFIX": prefix, "BATON_DATA_DIR": data_dir,
         "HUBSPOT_ACCESS_TOKEN": TOKEN, "BATON_HUBSPOT_HOST": emu.url, "HUBSPOT_PORTAL_ID": str(emu.portal_id),
         "HUBSPOT_APP_ID": str(emu.app_id), "HUBSPOT_CLIENT_SECRET": SECRET,
-        # The app's HubSpot allowance is shared: each worker process paces itself to its share.
-        "BATON_HUBSPOT_CALLS_PER_10S": str(args.rate_limit // max(1, args.workers)),
+        # The app's whole HubSpot allowance: the workers pace through one limit shared in Redis.
+        "BATON_HUBSPOT_CALLS_PER_10S": str(args.rate_limit),
         "BATON_SWEEP_INTERVAL": "0", "BATON_DEADLINE_INTERVAL": "5", "BATON_LOG_LEVEL": "WARNING",
     }
     if os.environ.get("REDIS_URL"):
@@ -106,7 +106,7 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     workers = []
     try:
-        factory = lambda crm, s: get_connector(crm, s.values)  # noqa: E731  (what `baton worker` wires in)
+        factory = lambda crm, s, redis=None: get_connector(crm, s.values, redis=redis)  # noqa: E731  (what `baton worker` wires in)
         runtime = worker_module.configure(settings, queue=queue, connector_factory=factory)
         runtime.connector("hubspot").install(load_manifest())
         emu.seed(args.deals, object_types=("deals",))

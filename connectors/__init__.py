@@ -24,6 +24,12 @@ def connector_class(name: str):
     return getattr(import_module(module_name), class_name)
 
 
-def get_connector(name: str, settings: Mapping[str, Any] | None = None):
-    """Build the connector from settings (environment-style keys, see docs/configuration.md)."""
+def get_connector(name: str, settings: Mapping[str, Any] | None = None, *, redis=None):
+    """Build the connector from settings (environment-style keys, see docs/configuration.md).
+
+    `redis`: a connection the connector may use for state shared across processes (the
+    HubSpot connector's rate limit), e.g. the worker queue's.
+    """
+    if redis is not None:
+        return connector_class(name).from_settings(settings or {}, redis=redis)
     return connector_class(name).from_settings(settings or {})

@@ -48,7 +48,7 @@ def receiver(settings: Settings, queue: RealtimeQueue):
 
 
 def _work(settings: Settings) -> None:
-    run_worker(settings, burst=True, connector_factory=lambda crm, s: get_connector(crm, s.values))
+    run_worker(settings, burst=True, connector_factory=lambda crm, s, redis=None: get_connector(crm, s.values, redis=redis))
 
 
 def _open_tasks(connector, ref: RecordRef) -> dict[str, str]:

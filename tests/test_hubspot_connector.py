@@ -697,3 +697,93 @@ def test_a_connection_that_never_opened_is_retried_then_raised_as_retriable(cloc
     with pytest.raises(RetriableCrmError, match="gave up after 3 attempts"):
         hubspot.apply([prompt_plan(RecordRef("hubspot", "deal", "1"))])  # a create: safe, it never left
     assert hubspot.statuses["connect-error"] == 3 and len(clock.sleeps) == 2
+
+
+# -- the rate limit shared by worker processes (pacing.py) --------------------------------------
+
+from redis import Redis  # noqa: E402
+
+from connectors.hubspot.pacing import SharedRateLimiter, limiter_key  # noqa: E402
+from tests.fakes import delete_prefix, redis_server  # noqa: E402,F401
+
+
+@pytest.fixture
+def shared_key(redis_server):
+    import uuid
+
+    prefix = f"test-pacing-{uuid.uuid4().hex[:8]}"
+    yield redis_server, limiter_key(prefix, portal_id="62515", app_id="4242", token=TOKEN, name="calls")
+    delete_prefix(redis_server, prefix)
+
+
+def test_two_processes_sharing_the_limit_never_exceed_it_in_any_window(shared_key, clock):
+    redis, key = shared_key
+    stamps = []
+    # Two "worker processes": separate limiters on one key and one (injected) clock.
+    workers = [SharedRateLimiter(redis, key, 10, 10.0, clock=clock.now, sleep=clock.sleep) for _ in range(2)]
+    for i in range(60):
+        workers[i % 3 % 2].acquire()  # uneven: one worker asks twice as often
+        stamps.append(clock.t)
+    for i, start in enumerate(stamps):
+        assert sum(1 for t in stamps[i:] if t < start + 10.0) <= 10
+    # ...and together they use the whole budget: 60 calls in 6 windows, not 12 (two halves).
+    assert stamps[-1] - stamps[0] < 6 * 10.0
+
+
+def test_a_process_takes_the_budget_the_other_left_idle(shared_key, clock):
+    redis, key = shared_key
+    busy = SharedRateLimiter(redis, key, 10, 10.0, clock=clock.now, sleep=clock.sleep)
+    idle = SharedRateLimiter(redis, key, 10, 10.0, clock=clock.now, sleep=clock.sleep)
+    for _ in range(10):
+        assert busy.acquire() == 0.0  # no fixed half: all ten slots without waiting
+    clock.t += 4.0
+    assert idle.try_acquire() == pytest.approx(6.0)  # the window is full: wait for the oldest stamp
+    assert clock.sleeps == []
+
+
+def test_the_shared_limiter_paces_alone_while_redis_is_unreachable(clock):
+    down = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    fallback = RateLimiter(2, 10.0, clock=clock.now, sleep=clock.sleep)
+    limiter = SharedRateLimiter(down, "k", 2, 10.0, fallback=fallback, clock=clock.now, sleep=clock.sleep,
+                                monotonic=clock.now)
+    for _ in range(3):
+        limiter.acquire()
+    assert clock.sleeps == [10.0]  # the third call waited on the in-process window
+    with pytest.raises(Exception):
+        SharedRateLimiter(down, "k", 2, 10.0, clock=clock.now).acquire()  # no fallback: the error shows
+
+
+def test_from_settings_shares_the_limit_through_the_redis_it_is_given(redis_server, monkeypatch):
+    settings = {"HUBSPOT_ACCESS_TOKEN": TOKEN, "HUBSPOT_PORTAL_ID": "62515", "HUBSPOT_APP_ID": "4242",
+                "BATON_REDIS_PREFIX": "tenant-a", "BATON_HUBSPOT_CALLS_PER_10S": "190"}
+    connector = get_connector("hubspot", settings, redis=redis_server)
+    limiter = connector.transport.limiter
+    assert isinstance(limiter, SharedRateLimiter)
+    assert (limiter.key, limiter.limit, limiter.window) == ("tenant-a:ratelimit:hubspot:62515:4242:calls", 190, 10.0)
+    assert connector.transport.search_limiter.key.endswith(":search")
+    # One-shot commands without Redis, or pacing set to process: the in-process pacer.
+    assert isinstance(HubSpotConnector.from_settings(settings).transport.limiter, RateLimiter)
+    process = HubSpotConnector.from_settings({**settings, "BATON_HUBSPOT_PACING": "process"}, redis=redis_server)
+    assert isinstance(process.transport.limiter, RateLimiter)
+    with pytest.raises(ConfigurationError):
+        HubSpotConnector.from_settings({**settings, "BATON_HUBSPOT_PACING": "sometimes"})
+    # Without portal or app ids the key names a hash of the token, never the token.
+    assert TOKEN not in limiter_key("p", portal_id=None, app_id=None, token=TOKEN, name="calls")
+
+
+def test_the_activity_baton_last_read_costs_no_contact_or_company_reads(emu, installed):
+    """`baton_activities_read_at` is kept to the second: the email that set it, stored at
+    .500 of that second, is not unread when Baton's own note brings the record back."""
+    deal = new_deal(emu)
+    stored = datetime.now(timezone.utc).replace(microsecond=500_000) - timedelta(hours=1)
+    emu.user_add_email("deals", deal, "<p>I'll send it Friday.</p>", at=stored)
+    emu.user_update("deals", deal, {"baton_activities_read_at": stored.replace(microsecond=0).isoformat()})
+    ref = RecordRef("hubspot", "deal", deal)
+    installed.apply([Plan(ref, "on_track", (LogTransfer("Avery", "Bianca", NOW, "Avery", "user", to_id=BIANCA),))])
+    installed.calls.clear()
+
+    [snapshot] = installed.load([ref]).snapshots  # the note moved the activity date: notes are read
+
+    assert installed.calls["POST /crm/v4/associations/deals/notes/batch/read"] == 1
+    assert installed.calls["POST /crm/v4/associations/deals/contacts/batch/read"] == 0
+    assert installed.calls["POST /crm/v4/associations/deals/companies/batch/read"] == 0

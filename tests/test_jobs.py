@@ -198,3 +198,22 @@ def test_process_batch_reassigns_via_the_shared_cursor(queue):
     assert owners == {"1", "2"}
     assert int(queue.redis.get(queue.key("cursor", "fake:round_robin"))) == 2
 
+
+
+def test_the_runtime_hands_its_redis_to_a_factory_that_takes_it(queue, prefix):
+    """Connectors share state across worker processes (HubSpot's rate limit) through the
+    queue's Redis; plain two-argument factories keep working."""
+    given = {}
+
+    def factory(crm, settings, redis=None):
+        given[crm] = redis
+        return object()
+
+    try:
+        worker_module.configure(base_settings(prefix), queue=queue, connector_factory=factory).connector("fake")
+        assert given == {"fake": queue.redis}
+        plain = worker_module.configure(base_settings(prefix), queue=queue,
+                                        connector_factory=lambda crm, settings: "connector")
+        assert plain.connector("fake") == "connector"
+    finally:
+        worker_module._runtime = None

@@ -23,7 +23,8 @@ from adapter.ports import ApplyResult, InstallReport, LoadResult, ScannedRecord
 from .fields import CRM, MODIFIED_PROPERTY, PIPELINE_PROPERTY, STAGE_PROPERTY, HubSpotFields, epoch_ms, parse_datetime
 from .reader import Reader, StageIndex
 from .schema import SchemaInstaller
-from .transport import Transport
+from .pacing import SharedRateLimiter, limiter_key
+from .transport import RateLimiter, Transport
 from .writer import Writer
 
 #: The search API returns at most this many results per query, however it is paged.
@@ -57,8 +58,13 @@ class HubSpotConnector:
         self._owners: OwnerDirectory | None = None
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str], **overrides) -> "HubSpotConnector":
-        """Build from environment-style settings (see docs/install-hubspot.md)."""
+    def from_settings(cls, settings: Mapping[str, str], *, redis=None, **overrides) -> "HubSpotConnector":
+        """Build from environment-style settings (see docs/install-hubspot.md).
+
+        `redis` (a redis-py client, e.g. the worker queue's): pace through a rate limit shared
+        by every process on that Redis (see `pacing.py`); without it, `REDIS_URL` when set;
+        else, or with `BATON_HUBSPOT_PACING=process`, this process paces itself alone.
+        """
         token = settings.get("HUBSPOT_ACCESS_TOKEN")
         if not token:
             raise ConfigurationError("HUBSPOT_ACCESS_TOKEN is not set: create a private app in HubSpot "
@@ -70,8 +76,11 @@ class HubSpotConnector:
             zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigurationError(f"HUBSPOT_PORTAL_TIMEZONE: unknown time zone {zone_name!r}") from None
-        transport = overrides.pop("transport", None) or Transport(
-            calls_per_10s=calls, searches_per_second=searches, portal_timezone=zone)
+        transport = overrides.pop("transport", None)
+        if transport is None:
+            limiters = _shared_limiters(settings, redis, token, calls, searches)
+            transport = Transport(calls_per_10s=calls, searches_per_second=searches, portal_timezone=zone,
+                                  **limiters)
         return cls(token, host=settings.get("BATON_HUBSPOT_HOST") or None,
                    portal_id=settings.get("HUBSPOT_PORTAL_ID") or None,
                    app_id=settings.get("HUBSPOT_APP_ID") or None, transport=transport, **overrides)
@@ -168,6 +177,31 @@ def _owner(model, archived: bool) -> Owner:
     name = " ".join(p for p in (model.first_name, model.last_name) if p).strip()
     return Owner(id=str(model.id), name=name or model.email or f"Owner {model.id}", email=model.email or None,
                  active=not archived and not model.archived)
+
+
+def _shared_limiters(settings: Mapping[str, str], redis, token: str, calls: int, searches: int) -> dict:
+    """The transport's limiters shared through Redis, or {} (in-process pacing)."""
+    pacing = (settings.get("BATON_HUBSPOT_PACING") or "shared").strip().lower()
+    if pacing not in ("shared", "process"):
+        raise ConfigurationError(f"BATON_HUBSPOT_PACING must be shared or process, got {pacing!r}")
+    if pacing == "process":
+        return {}
+    if redis is None:
+        url = settings.get("REDIS_URL")
+        if not url:
+            return {}  # one-shot commands without Redis: pace this process alone
+        from redis import Redis
+
+        redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    prefix = settings.get("BATON_REDIS_PREFIX") or "baton"
+    ids = dict(portal_id=settings.get("HUBSPOT_PORTAL_ID") or None, app_id=settings.get("HUBSPOT_APP_ID") or None,
+               token=token)
+    return {
+        "limiter": SharedRateLimiter(redis, limiter_key(prefix, name="calls", **ids), calls, 10.0,
+                                     fallback=RateLimiter(calls, 10.0)),
+        "search_limiter": SharedRateLimiter(redis, limiter_key(prefix, name="search", **ids), searches, 1.0,
+                                            fallback=RateLimiter(searches, 1.0)),
+    }
 
 
 def _int_setting(settings: Mapping[str, str], key: str, default: int) -> int:

@@ -114,8 +114,11 @@ class Reader:
         }
         url = {i: self.record_url(object_type, i) for i in records}
         activities = {i: self._activities(links, engagements, i, cutoffs[i], url[i]) for i in to_read}
-        # Contacts and companies only matter to the tasks made from a note or email not read yet.
-        mining = [i for i in to_read if any(a.source is None for a in activities[i])]
+        # Contacts and companies only matter to the tasks made from a note or email not read yet,
+        # by the core's rule (`adapter.activities`: stored after `activities_read_at`, to the
+        # second): the activity that set the stamp comes back above it by its milliseconds,
+        # and must not cost two association reads per batch.
+        mining = [i for i in to_read if any(self._unread(a, fields[i].get("activities_read_at")) for a in activities[i])]
         related = {
             related_type: self._associations(hubspot_type, self._fields.object_name(related_type), mining, unreadable)
             for related_type in RELATED_TYPES[object_type]
@@ -151,6 +154,11 @@ class Reader:
         if logged is None:
             return False  # nothing was ever logged on this record
         return to_second(logged) > to_second(cutoff) or cutoff > self._now()
+
+    @staticmethod
+    def _unread(activity: Activity, read_at: datetime | None) -> bool:
+        """Whether the core may mine `activity` (on first sight, every recent one)."""
+        return activity.source is None and (read_at is None or to_second(activity.stored_at) > to_second(read_at))
 
     def _activities(self, links, engagements, record_id: str, cutoff: datetime, url: str | None) -> list[Activity]:
         """The record's notes, emails and calls after `cutoff`, plus Baton's own notes whatever their

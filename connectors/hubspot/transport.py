@@ -117,9 +117,11 @@ class Transport:
                  max_attempts: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
                  timeout: urllib3.Timeout | None = None, portal_timezone: tzinfo = timezone.utc,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 pool: urllib3.PoolManager | None = None):
-        self.limiter = RateLimiter(calls_per_10s, 10.0, clock=clock, sleep=sleep)
-        self.search_limiter = RateLimiter(searches_per_second, 1.0, clock=clock, sleep=sleep)
+                 pool: urllib3.PoolManager | None = None, limiter=None, search_limiter=None):
+        # `limiter` / `search_limiter`: anything with `acquire()` and `window`, e.g. a
+        # `pacing.SharedRateLimiter` that all worker processes share; by default this process's own.
+        self.limiter = limiter or RateLimiter(calls_per_10s, 10.0, clock=clock, sleep=sleep)
+        self.search_limiter = search_limiter or RateLimiter(searches_per_second, 1.0, clock=clock, sleep=sleep)
         self.max_attempts, self.backoff, self.max_backoff = max_attempts, backoff, max_backoff
         self.timeout = timeout or urllib3.Timeout(connect=5.0, read=60.0)
         self.portal_timezone = portal_timezone

@@ -75,7 +75,8 @@ class SalesforceConnector:
         self._email_relation_readable = True
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "SalesforceConnector":
+    def from_settings(cls, settings: Any, *, redis=None) -> "SalesforceConnector":
+        # `redis` (shared pacing) is not used yet: Salesforce limits are per 24 h, not per burst.
         return cls(SalesforceSettings.from_mapping(settings))
 
     def __repr__(self) -> str:
