@@ -15,13 +15,14 @@ import hmac
 import itertools
 import json
 import random
-import threading
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
+
+from connectors.emulator_delivery import BackgroundDelivery
 
 from .emulator_catalog import ASSOCIATION_TYPES, OBJECT_TYPES, resolve_object_type
 from .emulator_state import Change
@@ -84,10 +85,13 @@ def default_subscriptions(first_id: int = 1_900_001) -> list[WebhookSubscription
     return subscriptions
 
 
-class WebhookSender:
+class WebhookSender(BackgroundDelivery):
     """`emu.webhooks`. Inactive until `configure()`; then every matching change is delivered."""
 
+    thread_name = "hubspot-emulator-webhooks"
+
     def __init__(self, portal_id: int, app_id: int):
+        super().__init__()
         self.portal_id, self.app_id = portal_id, app_id
         self.target_url: str | None = None
         self.subscriptions: list[WebhookSubscription] = []
@@ -95,14 +99,11 @@ class WebhookSender:
         self.failed = 0  # events given up after max_attempts
         self.attempts = 0  # HTTP posts made
         self.sent_batches: deque[list[dict]] = deque(maxlen=1000)  # bodies posted, newest last
-        self._condition = threading.Condition()
         self._pending: deque[dict] = deque()
         self._retries: list[tuple[float, int, int, list[dict]]] = []  # (due, seq, attempt, events)
         self._sequence = itertools.count()
         self._event_ids = itertools.count(1)
         self._in_flight = 0
-        self._thread: threading.Thread | None = None
-        self._stopping = False
         self._held = 0
 
     def configure(self, target_url: str, client_secret: str, app_id: int | None = None,
@@ -123,10 +124,7 @@ class WebhookSender:
             self.max_attempts, self.retry_delays, self.timeout = max_attempts, tuple(retry_delays) or (0.0,), timeout
             self.duplicate, self.shuffle, self.batch_size = duplicate, shuffle, batch_size
             self._rng = random.Random(rng_seed)
-            if self._thread is None:
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="hubspot-emulator-webhooks", daemon=True)
-                self._thread.start()
+            self._start()
 
     # -- events ---------------------------------------------------------------------------
     def on_change(self, change: Change) -> None:
@@ -253,21 +251,5 @@ class WebhookSender:
                 self._held -= 1
                 self._condition.notify_all()
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued event is delivered or given up; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while self._pending or self._retries or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(min(remaining, 0.05))
-        return True
-
-    def stop(self) -> None:
-        with self._condition:
-            self._stopping = True
-            self._condition.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def _busy(self) -> bool:
+        return bool(self._pending or self._retries or self._in_flight)

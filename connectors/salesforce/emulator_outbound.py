@@ -22,7 +22,6 @@ exercise that path in milliseconds. `duplicate=True` sends every batch twice and
 from __future__ import annotations
 
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -32,6 +31,7 @@ from xml.sax.saxutils import escape
 import requests
 from defusedxml import ElementTree
 
+from connectors.emulator_delivery import BackgroundDelivery
 from adapter.manifest import load_manifest
 
 from .emulator_state import Change
@@ -98,17 +98,17 @@ class DeliveryRecord:
     body: bytes = field(repr=False, default=b"")
 
 
-class OutboundMessages:
+class OutboundMessages(BackgroundDelivery):
+    thread_name = "salesforce-outbound"
+
     def __init__(self, emulator: "SalesforceEmulator") -> None:
+        super().__init__()
         self._emulator = emulator
         self._rules: list[OutboundRule] = []
         self._settings: _Settings | None = None
         self._pending: list[_Batch] = []
         self._fresh: list[_Notification] = []
         self._in_flight = 0
-        self._condition = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
         self._random = random.Random(0)
         self.delivered = 0  # notifications acknowledged
         self.failed = 0  # notifications given up after max_attempts
@@ -130,10 +130,7 @@ class OutboundMessages:
             self._settings = _Settings(target_url, session, max_attempts, tuple(retry_delays) or (0.0,), timeout,
                                        include_session_id, duplicate, shuffle,
                                        max(1, min(batch_size, MAX_NOTIFICATIONS)))
-            if self._thread is None:
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="salesforce-outbound", daemon=True)
-                self._thread.start()
+            self._start()
 
     def add_rule(self, sobject: str, fields: Iterable[str] = ("Id",), *, trigger_fields: Iterable[str] | None = None,
                  on_create: bool = True, name: str | None = None) -> str:
@@ -177,24 +174,8 @@ class OutboundMessages:
             raise ValueError(f"{obj.name} has no field {name!r}")
         return definition.name
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued notification was delivered or given up; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while self._fresh or self._pending or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(min(remaining, 0.05))
-        return True
-
-    def stop(self) -> None:
-        with self._condition:
-            self._stopping = True
-            self._condition.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def _busy(self) -> bool:
+        return bool(self._fresh or self._pending or self._in_flight)
 
     # ------------------------------------------------------------------ queueing
     def _on_change(self, change: Change) -> None:
