@@ -13,17 +13,16 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import StartedJobRegistry
 from werkzeug.serving import make_server
 
 from adapter import worker as worker_module
 from adapter.manifest import load_manifest
 from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
-from connectors import get_connector
 from connectors.hubspot.emulator import HubSpotEmulator
 from tests.fakes import prefix, redis_server  # noqa: F401
+from tests.realtime_harness import WorkerHarness, connector_factory
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.slow
@@ -35,11 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 
-def _connector_factory(crm, settings):
-    return get_connector(crm, settings.values)
-
-
-class Stack:
+class Stack(WorkerHarness):
     """Emulator + webhook app on loopback + Baton's queue, sharing one settings mapping."""
 
     def __init__(self, redis, prefix, data_dir):
@@ -63,7 +58,7 @@ class Stack:
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.webhook_url = f"http://127.0.0.1:{self.server.server_port}/webhooks/hubspot"
-        worker_module.configure(self.settings, queue=self.queue, connector_factory=_connector_factory)
+        worker_module.configure(self.settings, queue=self.queue, connector_factory=connector_factory)
         self.connector = worker_module.current_runtime().connector("hubspot")
         self.connector.install(load_manifest())
         self.workers: list[subprocess.Popen] = []
@@ -79,22 +74,6 @@ class Stack:
                  for _ in range(count)]
         self.workers += procs
         return procs
-
-    def burst(self) -> None:
-        """One in-process burst worker, promoting scheduled retries so tests need not wait."""
-        scheduled = ScheduledJobRegistry(queue=self.queue.rq)
-        for job_id in scheduled.get_job_ids():
-            scheduled.remove(job_id)
-            self.queue.rq.enqueue_job(Job.fetch(job_id, connection=self.queue.redis))
-        worker_module._work(self.settings, burst=True, connector_factory=_connector_factory)
-
-    def idle(self) -> bool:
-        q = self.queue
-        return (not q.status()["pending"] and q.rq.count == 0 and StartedJobRegistry(queue=q.rq).count == 0
-                and ScheduledJobRegistry(queue=q.rq).count == 0 and not self._due_soon())
-
-    def _due_soon(self) -> bool:
-        return bool(self.queue.redis.zcount(self.queue.deadlines_key, "-inf", time.time() + 6))
 
     def settle(self, *, timeout: float = 60.0, in_process: bool = True) -> None:
         """Until webhooks are delivered, nothing is pending or queued and no deadline is near."""

@@ -15,8 +15,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 import yaml
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from werkzeug.serving import make_server
 
 from adapter import worker as worker_module
@@ -24,10 +22,10 @@ from adapter.manifest import load_manifest
 from adapter.model import PROMPT_SOURCE
 from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
-from connectors import get_connector
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.fields import SOURCE_FIELD
 from tests.fakes import flow_headers, prefix, redis_server  # noqa: F401
+from tests.realtime_harness import WorkerHarness, connector_factory
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.slow
@@ -45,11 +43,7 @@ ACTIVITY_MESSAGES = {
 WRITES = re.compile(r"(POST|PATCH|PUT|DELETE) /services/data/vXX\.X/(composite|sobjects)")
 
 
-def _connector_factory(crm, settings):
-    return get_connector(crm, settings.values)
-
-
-class Stack:
+class Stack(WorkerHarness):
     """Emulated org + Baton's webhook app on loopback + Baton's queue, sharing one settings mapping."""
 
     def __init__(self, redis, prefix, data_dir, *, outbound: bool = True, **overrides: str):
@@ -84,7 +78,7 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         self.http = requests.Session()
         self.http.trust_env = False  # loopback: no proxy from the environment
-        worker_module.configure(self.settings, queue=self.queue, connector_factory=_connector_factory)
+        worker_module.configure(self.settings, queue=self.queue, connector_factory=connector_factory)
         worker_module.current_runtime().connector("salesforce").install(load_manifest())
         if outbound:
             self.emu.outbound.add_manifest_rules()
@@ -102,22 +96,6 @@ class Stack:
                               headers=flow_headers(body, secret=secret), timeout=5)
 
     # -- the worker ------------------------------------------------------------------------
-    def burst(self) -> None:
-        """One in-process burst worker, promoting scheduled retries so tests need not wait."""
-        scheduled = ScheduledJobRegistry(queue=self.queue.rq)
-        for job_id in scheduled.get_job_ids():
-            scheduled.remove(job_id)
-            self.queue.rq.enqueue_job(Job.fetch(job_id, connection=self.queue.redis))
-        worker_module._work(self.settings, burst=True, connector_factory=_connector_factory)
-
-    def idle(self) -> bool:
-        q = self.queue
-        return (not q.status()["pending"] and q.rq.count == 0 and StartedJobRegistry(queue=q.rq).count == 0
-                and ScheduledJobRegistry(queue=q.rq).count == 0 and not self._due_soon())
-
-    def _due_soon(self) -> bool:
-        return bool(self.queue.redis.zcount(self.queue.deadlines_key, "-inf", time.time() + 6))
-
     def settle(self, *, timeout: float = 60.0) -> None:
         """Until messages are delivered, nothing is pending or queued and no deadline is near."""
         deadline = time.monotonic() + timeout
