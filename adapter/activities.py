@@ -50,6 +50,23 @@ def _source_line(activity: Activity) -> str:
     return f"From the {activity.kind} of {activity.at:%Y-%m-%d %H:%M} UTC ({where})."
 
 
+def _read_up_to(snapshot: Snapshot, unread: list[Activity]) -> datetime | None:
+    """The "read up to" watermark once `unread` is read, or None when there is none to set.
+
+    On first sight it starts where the load saw everything, on the CRM's clock (never
+    Baton's, which may run ahead), so a connector can skip reading activities next time."""
+    baseline = snapshot.activities_known_at if snapshot.field("activities_read_at") is None else None
+    stamps = [a.stored_at for a in unread] + ([baseline] if baseline else [])
+    return to_second(max(stamps)) if stamps else None
+
+
+def mark_read(snapshot: Snapshot, policy: Policy, now: datetime) -> ActivityOutcome:
+    """The activities of a record whose commitments Baton does not mine (a closed record, or
+    a type outside `commitments.objects`): read, without tasks, so the watermark still moves
+    and a connector need not load them again."""
+    return ActivityOutcome(read_up_to=_read_up_to(snapshot, _unread(snapshot, policy, now)))
+
+
 def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: OwnerDirectory,
                     owner_id: str, stored_due: Callable[[datetime], datetime] = lambda due: due) -> ActivityOutcome:
     """Tasks for the commitments in notes and emails Baton has not read yet.
@@ -58,14 +75,8 @@ def read_activities(snapshot: Snapshot, policy: Policy, now: datetime, *, owners
     retried run finds it and creates nothing twice.
     """
     unread = _unread(snapshot, policy, now)
-    # On first sight, "read up to" starts where the load saw everything, on the CRM's clock
-    # (never Baton's, which may run ahead), so a connector can skip reading activities next time.
-    baseline = snapshot.activities_known_at if snapshot.field("activities_read_at") is None else None
-    stamps = [a.stored_at for a in unread] + ([baseline] if baseline else [])
-    if not unread:
-        return ActivityOutcome(read_up_to=to_second(max(stamps)) if stamps else None)
-    outcome = ActivityOutcome(read_up_to=to_second(max(stamps)))
-    if not policy.commitments_enabled:
+    outcome = ActivityOutcome(read_up_to=_read_up_to(snapshot, unread))
+    if not unread or not policy.commitments_enabled:
         return outcome
     existing = {t.source for t in snapshot.tasks if t.source}
     people = [o.name for o in owners.people()]

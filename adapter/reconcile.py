@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from adapter.actions import AssignOwner, CreateTask, LogTransfer, Plan, Schedule, SetFields, UpdateTask
-from adapter.activities import ActivityOutcome, read_activities, waiting_since
+from adapter.activities import ActivityOutcome, mark_read, read_activities, waiting_since
 from adapter.model import PROMPT_SOURCE, OwnerDirectory, Snapshot, Task
 from adapter.policy import Policy
 from adapter.visibility import changed_fields, to_second
@@ -48,9 +48,12 @@ def reconcile(snapshot: Snapshot, policy: Policy, now: datetime, *, owners: Owne
     owner_id = ownership.owner_id
 
     activity = ActivityOutcome()
-    if not closed and owner_id and not ownership.problem and ref.object_type in policy.commitment_objects:
+    if closed or ref.object_type not in policy.commitment_objects:
+        activity = mark_read(snapshot, policy, now)
+    elif owner_id and not ownership.problem:
         activity = read_activities(snapshot, policy, now, owners=owners, owner_id=owner_id, stored_due=stored_due)
         actions.extend(activity.tasks)
+    # else: nobody to give the tasks to yet; the activities stay unread until someone owns the record.
 
     open_tasks = [t for t in snapshot.tasks if not t.completed and not t.foreign]
     prompts = [t for t in open_tasks if t.is_prompt]

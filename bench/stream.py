@@ -35,6 +35,8 @@ import threading
 import time
 import uuid
 
+import yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -42,9 +44,11 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from adapter import worker as worker_module  # noqa: E402
 from adapter.manifest import load_manifest  # noqa: E402
+from adapter.model import RecordRef  # noqa: E402
 from adapter.queue import RealtimeQueue, connect  # noqa: E402
 from adapter.settings import Settings  # noqa: E402
 from connectors import get_connector  # noqa: E402
+from connectors.demo import demo_policy_mapping  # noqa: E402
 from connectors.hubspot.emulator import HubSpotEmulator  # noqa: E402
 from connectors.hubspot.emulator_catalog import PORTAL_USERS  # noqa: E402
 from tests.fakes import delete_prefix  # noqa: E402
@@ -107,12 +111,20 @@ def main() -> None:
     workers = []
     try:
         factory = lambda crm, s, redis=None: get_connector(crm, s.values, redis=redis)  # noqa: E731  (what `baton worker` wires in)
-        runtime = worker_module.configure(settings, queue=queue, connector_factory=factory)
-        runtime.connector("hubspot").install(load_manifest())
+        connector = factory("hubspot", settings)
+        connector.install(load_manifest())
+        # The portal's admin routes ownerless deals round robin, as an installed Baton would.
+        policy_path = os.path.join(data_dir, "policy.yml")
+        with open(policy_path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(demo_policy_mapping(connector), f)
+        values["BATON_POLICY"] = policy_path
+        settings = Settings(values)
+        worker_module.configure(settings, queue=queue, connector_factory=factory)
         emu.seed(args.deals, object_types=("deals",))
         deal_ids = [r["hs_object_id"] for r in emu.records("deals")]
-        # Baseline: every deal reconciled once, so the measured run sees steady state.
-        worker_module.sweep(settings, "hubspot", full=True, connector_factory=factory)
+        # Baseline: every deal reconciled once (closed ones too: users reassign those as well),
+        # so the measured run sees steady state rather than Baton's first look at each deal.
+        queue.mark_pending([RecordRef("hubspot", "deal", i) for i in deal_ids])
         env = {**os.environ, **values, "PYTHONPATH": ROOT}
         workers = [subprocess.Popen([sys.executable, "-m", "adapter.cli", "worker"], env=env, cwd=ROOT,
                                     start_new_session=True)

@@ -21,6 +21,7 @@ from connectors.hubspot import emulator_search
 from connectors.hubspot.connector import HubSpotConnector
 from connectors.hubspot.emulator import HubSpotEmulator
 from connectors.hubspot.emulator_traffic import RateLimiter as EmulatorRateLimiter
+from connectors.hubspot.fields import epoch_ms, parse_datetime
 from connectors.hubspot.transport import (
     DailyLimitReached, HubSpotApiError, RateLimiter, Transport, endpoint_key, is_create,
 )
@@ -617,7 +618,8 @@ def test_install_creates_the_manifest_and_a_second_run_changes_nothing(emu, hubs
     second = hubspot.install(manifest)
 
     field_count = len(manifest["fields"])
-    assert len(first.created) == 4 * (field_count + 1) + 2 * 2  # groups + fields; marker group + property
+    # per record type: group + fields + own-activity stamps; per engagement type: group + marker
+    assert len(first.created) == 4 * (field_count + 2) + 2 * 2
     assert not second.changed and len(second.unchanged) == len(first.created)
     assert all(key.startswith("GET ") for key in hubspot.calls)  # the second run only read
     store = emu.store.properties
@@ -780,10 +782,70 @@ def test_the_activity_baton_last_read_costs_no_contact_or_company_reads(emu, ins
     emu.user_update("deals", deal, {"baton_activities_read_at": stored.replace(microsecond=0).isoformat()})
     ref = RecordRef("hubspot", "deal", deal)
     installed.apply([Plan(ref, "on_track", (LogTransfer("Avery", "Bianca", NOW, "Avery", "user", to_id=BIANCA),))])
+    # Without Baton's stamps, its note's move of the activity date looks like anyone's.
+    emu.user_update("deals", deal, {"baton_own_activity_stamps": ""})
     installed.calls.clear()
 
-    [snapshot] = installed.load([ref]).snapshots  # the note moved the activity date: notes are read
+    installed.load([ref])  # the note moved the activity date: notes are read
 
     assert installed.calls["POST /crm/v4/associations/deals/notes/batch/read"] == 1
     assert installed.calls["POST /crm/v4/associations/deals/contacts/batch/read"] == 0
     assert installed.calls["POST /crm/v4/associations/deals/companies/batch/read"] == 0
+
+
+# -- Baton's own notes and tasks do not make the next load read activities -------------------
+
+def _transfer(ref: RecordRef) -> Plan:
+    return Plan(ref, "on_track", (LogTransfer("Avery", "Bianca", NOW, "Avery", "user", from_id=AVERY, to_id=BIANCA),))
+
+
+def test_batons_own_note_costs_the_next_load_no_activity_reads(emu, installed):
+    deal = new_deal(emu)
+    read_at = datetime.now(timezone.utc) - timedelta(hours=1)
+    emu.user_update("deals", deal, {"baton_activities_read_at": read_at.isoformat()})
+    ref = RecordRef("hubspot", "deal", deal)
+
+    installed.apply([_transfer(ref)])
+    installed.load([ref])  # a reconcile loads before it applies: the note's stamp is carried
+    installed.apply([Plan(ref, "no_next_action", (CreateTask("Set the next step", NOW, AVERY, PROMPT_SOURCE),))])
+    [note] = [n for n in emu.records("notes")]
+    [task] = [t for t in emu.records("tasks")]
+    stamps = emu.record("deals", deal)["baton_own_activity_stamps"]
+    installed.calls.clear()
+
+    [snapshot] = installed.load([ref]).snapshots
+
+    assert activity_reads(installed) == {}
+    assert snapshot.activities == ()
+    created = {int(epoch_ms(parse_datetime(o["hs_createdate"]))) for o in (note, task)}
+    assert {int(s) for s in stamps.split(",")} == created
+
+
+def test_someone_elses_note_in_the_same_second_as_batons_is_read(emu, installed):
+    deal = new_deal(emu)
+    read_at = datetime.now(timezone.utc) - timedelta(hours=1)
+    emu.user_update("deals", deal, {"baton_activities_read_at": read_at.isoformat()})
+    ref = RecordRef("hubspot", "deal", deal)
+    installed.apply([_transfer(ref)])
+    [baton_note] = emu.records("notes")
+    right_after = parse_datetime(baton_note["hs_createdate"]) + timedelta(milliseconds=1)
+    emu.user_add_note("deals", deal, "<p>I'll send the proposal by Friday.</p>", AVERY, at=right_after)
+    installed.calls.clear()
+
+    [snapshot] = installed.load([ref]).snapshots
+
+    assert installed.calls["POST /crm/v4/associations/deals/notes/batch/read"] == 1
+    assert [a.body for a in snapshot.activities if a.source is None] == ["<p>I'll send the proposal by Friday.</p>"]
+
+
+def test_a_record_whose_stamps_were_lost_is_read_as_before(emu, installed):
+    deal = new_deal(emu)
+    emu.user_update("deals", deal, {"baton_activities_read_at": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()})
+    ref = RecordRef("hubspot", "deal", deal)
+    installed.apply([_transfer(ref)])
+    emu.user_update("deals", deal, {"baton_own_activity_stamps": "not a stamp"})
+    installed.calls.clear()
+
+    installed.load([ref])
+
+    assert installed.calls["POST /crm/v4/associations/deals/notes/batch/read"] == 1

@@ -329,3 +329,24 @@ def test_first_look_starts_reading_where_the_crm_says_the_load_saw_everything():
     known = T0 - timedelta(minutes=3)
     plan = plan_for(replace(snapshot(tasks=[task()]), activities_known_at=known))
     assert plan.of(SetFields)[0].values["activities_read_at"] == known
+
+
+@pytest.mark.parametrize("kind", ["closed deal", "contact"])
+def test_activities_of_records_baton_does_not_mine_are_still_marked_read(kind):
+    """A closed record's notes (or a contact's: not a commitment object) become no tasks, but
+    the watermark moves, so the connector does not load them again on every change."""
+    read_at = T0 - timedelta(hours=1)
+    promise = Activity("n7", "note", T0 - timedelta(minutes=20), "I'll send the contract by Friday.",
+                       author_owner_id=ANA.id)
+    snap = snapshot(fields=dict(SEEN, activities_read_at=read_at), activities=[promise], tasks=[task()],
+                    closed=kind == "closed deal", object_type="contact" if kind == "contact" else "deal")
+    plan = plan_for(snap)
+    assert not plan.of(CreateTask)
+    assert plan.of(SetFields)[0].values["activities_read_at"] == promise.at
+
+
+def test_an_ownerless_records_activities_wait_for_an_owner():
+    read_at = T0 - timedelta(hours=1)
+    promise = Activity("n7", "note", T0 - timedelta(minutes=20), "I'll send the contract by Friday.")
+    plan = plan_for(snapshot(owner=None, fields=dict(SEEN, activities_read_at=read_at), activities=[promise]))
+    assert "activities_read_at" not in plan.of(SetFields)[0].values

@@ -21,6 +21,7 @@ from adapter.model import Owner, OwnerDirectory, RecordRef
 from adapter.ports import ApplyResult, InstallReport, LoadResult, ScannedRecord
 
 from .fields import CRM, MODIFIED_PROPERTY, PIPELINE_PROPERTY, STAGE_PROPERTY, HubSpotFields, epoch_ms, parse_datetime
+from .own_activity import OwnActivityLedger
 from .reader import Reader, StageIndex
 from .schema import SchemaInstaller
 from .pacing import SharedRateLimiter, limiter_key
@@ -51,8 +52,11 @@ class HubSpotConnector:
         self._client = HubSpot(access_token=access_token, host=host, api_factory=self.transport.api_factory)
         self.fields = HubSpotFields.from_manifest(manifest if manifest is not None else load_manifest())
         self._stages = StageIndex(self._client)
-        self._reader = Reader(self._client, self.fields, self._stages, portal_id=portal_id, now=now)
-        self._writer = Writer(self._client, self.fields, marker_search_delay=marker_search_delay)
+        own_stamps = OwnActivityLedger()  # what a load saw, carried into the apply that follows
+        self._reader = Reader(self._client, self.fields, self._stages, portal_id=portal_id, now=now,
+                              own_stamps=own_stamps)
+        self._writer = Writer(self._client, self.fields, marker_search_delay=marker_search_delay,
+                              own_stamps=own_stamps)
         self._installer = SchemaInstaller(self._client)
         self.search_page_size, self.search_result_cap = search_page_size, search_result_cap
         self._owners: OwnerDirectory | None = None

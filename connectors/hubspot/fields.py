@@ -10,7 +10,7 @@ import html
 import numbers
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from adapter.manifest import FieldSpec, field_specs, load_manifest
@@ -70,6 +70,12 @@ MARKER_LABEL = "Baton source"
 MARKER_DESCRIPTION = "Set by Baton on the tasks and notes it creates; do not edit."
 MARKER_OBJECTS = (TASKS, NOTES)
 
+#: When HubSpot stored the tasks and notes Baton itself created on a record (see
+#: `own_activity`). Connector-internal and hidden: install creates it on every record type.
+OWN_ACTIVITY_PROPERTY = "baton_own_activity_stamps"
+OWN_ACTIVITY_LABEL = "Baton own activity stamps"
+OWN_ACTIVITY_DESCRIPTION = "Set by Baton: when it logged its own notes and tasks here; do not edit."
+
 # Manifest field type -> (HubSpot type, fieldType).
 PROPERTY_TYPES = {
     "enumeration": ("enumeration", "select"),
@@ -118,7 +124,7 @@ class HubSpotFields:
     def record_properties(self, object_type: str) -> list[str]:
         """Every property `load` reads for a record of this neutral type."""
         names = [*NAME_PROPERTIES[object_type], STAGE_PROPERTY[object_type], OWNER_PROPERTY,
-                 CREATED_PROPERTY, MODIFIED_PROPERTY[object_type], ACTIVITY_DATE_PROPERTY]
+                 CREATED_PROPERTY, MODIFIED_PROPERTY[object_type], ACTIVITY_DATE_PROPERTY, OWN_ACTIVITY_PROPERTY]
         if object_type in PIPELINE_PROPERTY:
             names.append(PIPELINE_PROPERTY[object_type])
         return sorted(set(names) | set(self.property_names))
@@ -147,6 +153,10 @@ class HubSpotFields:
     def marker_definition(self) -> dict[str, Any]:
         return {"name": MARKER_PROPERTY, "label": MARKER_LABEL, "type": "string", "fieldType": "text",
                 "groupName": self.group_name, "description": MARKER_DESCRIPTION}
+
+    def own_activity_definition(self) -> dict[str, Any]:
+        return {"name": OWN_ACTIVITY_PROPERTY, "label": OWN_ACTIVITY_LABEL, "type": "string", "fieldType": "text",
+                "groupName": self.group_name, "description": OWN_ACTIVITY_DESCRIPTION, "hidden": True}
 
 
 def property_definition(spec: FieldSpec, group_name: str) -> dict[str, Any]:
@@ -212,10 +222,14 @@ def format_datetime(value: datetime) -> str:
 
 
 def epoch_ms(value: datetime) -> str:
-    """An aware datetime -> epoch milliseconds (search filters compare timestamps this way)."""
+    """An aware datetime -> epoch milliseconds (search filters compare timestamps this way;
+    HubSpot keeps datetimes to the millisecond). Exact: no float rounding."""
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}")
-    return str(int(value.timestamp() * 1000))
+    return str((value - _EPOCH) // timedelta(milliseconds=1))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 _DIGITS = re.compile(r"-?\d+")
@@ -269,3 +283,4 @@ def text_to_html(text: str) -> str:
         "<p>" + "<br>".join(html.escape(line) for line in p.strip().split("\n")) + "</p>"
         for p in paragraphs
     )
+

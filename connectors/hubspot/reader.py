@@ -1,9 +1,10 @@
 """`load`: HubSpot records -> Snapshots, 100 ids per call whatever the number of records.
 
-Per 100 records of one type: one batch read (with owner history and the "Last activity
-date") and one v4 association read of their tasks. Only the records on which something may
-have been logged since Baton last read them (see `Reader._may_have_new_activity`) have
-their notes, emails and calls associations read, 100 of those records per call; and only
+Per 100 records of one type: one batch read (with the histories of the owner and of the
+"Last activity date") and one v4 association read of their tasks. Only the records on which
+someone else may have logged something since Baton last read them (see
+`Reader._may_have_new_activity`) have their notes, emails and calls associations read, 100
+of those records per call; and only
 the ones with an activity still to read have their contacts and companies read (the core
 associates the tasks it makes from an activity with them). Associated engagements are
 read by id, 100 per call.
@@ -27,9 +28,10 @@ from .batches import batch_errors, chunked, isolate
 from .fields import (
     ACTIVITY_DATE_PROPERTY, MODIFIED_PROPERTY, ACTIVITY_OBJECTS, ACTIVITY_PROPERTIES, CALL_DIRECTIONS, CALLS, CREATED_PROPERTY, CRM,
     EMAIL_DIRECTIONS, EMAILS, MARKER_PROPERTY, NAME_PROPERTIES, NOTES, OBJECT_TYPE_IDS, OWNER_PROPERTY,
-    PIPELINE_PROPERTY, RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields, decode_marker,
-    parse_datetime,
+    OWN_ACTIVITY_PROPERTY, PIPELINE_PROPERTY, RELATED_TYPES, STAGE_PROPERTY, TASK_PROPERTIES, TASKS, HubSpotFields,
+    decode_marker, epoch_ms, parse_datetime,
 )
+from .own_activity import OwnActivityLedger, decode_stamps
 
 #: Without `activities_read_at`, only this much of a record's history of notes and mail is read.
 ACTIVITY_LOOKBACK = timedelta(days=30)
@@ -76,9 +78,12 @@ def _stage_closed(metadata: Mapping[str, str]) -> bool:
 
 class Reader:
     def __init__(self, client, fields: HubSpotFields, stages: StageIndex, *, portal_id: str | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 own_stamps: OwnActivityLedger | None = None):
         self._client, self._fields, self._stages = client, fields, stages
         self._portal_id, self._now = portal_id, now
+        #: What this load saw of Baton's own activity stamps, for the writer to carry forward.
+        self.own_stamps = own_stamps if own_stamps is not None else OwnActivityLedger()
 
     def load(self, refs: Sequence[RecordRef]) -> LoadResult:
         result = LoadResult()
@@ -104,7 +109,8 @@ class Reader:
         cutoffs = {i: fields[i].get("activities_read_at") or self._now() - ACTIVITY_LOOKBACK for i in records}
         unreadable: dict[str, str] = {}
         links = {TASKS: self._associations(hubspot_type, TASKS, list(records), unreadable)}
-        to_read = [i for i, r in records.items() if self._may_have_new_activity(r.properties or {}, cutoffs[i])]
+        to_read = [i for i, r in records.items() if self._may_have_new_activity(
+            RecordRef(CRM, object_type, i), r, cutoffs[i], first_sight=fields[i].get("activities_read_at") is None)]
         for kind in ACTIVITY_KINDS:
             links[kind] = self._associations(hubspot_type, kind, to_read, unreadable)
         engagements = {
@@ -137,23 +143,39 @@ class Reader:
                       for to_id in dict.fromkeys(found.get(record_id, ()))),
                 url[record_id]))
 
-    def _may_have_new_activity(self, props: Mapping[str, str | None], cutoff: datetime) -> bool:
+    def _may_have_new_activity(self, ref: RecordRef, record, cutoff: datetime, first_sight: bool) -> bool:
         """Whether a note, email or call may have been logged after `cutoff`, from the record's
         "Last activity date" alone: records nobody touched since Baton last read them cost no reads.
 
         HubSpot moves the date forward whenever an engagement is logged on the record, so an
         activity logged after Baton last read the record leaves it later than `cutoff` (the
         newest activity Baton has read, or the start of the lookback). Compared to the second,
-        as the core compares activity times. Read anyway when the property is not there at all
-        (an object that keeps none), or when `cutoff` is in the future (Baton read an activity
-        dated ahead: one logged since may be dated before it and still be new).
+        as the core compares activity times. Baton's own notes and tasks move it too: when every
+        move since `cutoff` (the property's history) is one of the stamps the writer left in
+        `baton_own_activity_stamps` (see `own_activity`), nothing new is there either. Read
+        anyway when the property is not there at all (an object that keeps none), or when
+        `cutoff` is in the future (Baton read an activity dated ahead: one logged since may be
+        dated before it and still be new).
         """
+        props = record.properties or {}
         if ACTIVITY_DATE_PROPERTY not in props:
             return True
         logged = parse_datetime(props[ACTIVITY_DATE_PROPERTY])
         if logged is None:
             return False  # nothing was ever logged on this record
-        return to_second(logged) > to_second(cutoff) or cutoff > self._now()
+        if cutoff > self._now():
+            return True
+        since = to_second(cutoff)
+        if to_second(logged) <= since:
+            return False
+        if first_sight:
+            return True
+        own = decode_stamps(props.get(OWN_ACTIVITY_PROPERTY))
+        self.own_stamps.remember(ref, {stamp for stamp in own if stamp > int(epoch_ms(since))})
+        history = (record.properties_with_history or {}).get(ACTIVITY_DATE_PROPERTY) or ()
+        moves = {int(epoch_ms(moved)) for version in history
+                 if (moved := parse_datetime(version.value)) is not None and to_second(moved) > since}
+        return not moves or not moves <= own
 
     @staticmethod
     def _unread(activity: Activity, read_at: datetime | None) -> bool:
@@ -176,7 +198,7 @@ class Reader:
         def send(batch: Sequence[RecordRef]):
             body = BatchReadInputSimplePublicObjectId(
                 inputs=[SimplePublicObjectId(id=ref.id) for ref in batch], properties=properties,
-                properties_with_history=[OWNER_PROPERTY])
+                properties_with_history=[OWNER_PROPERTY, ACTIVITY_DATE_PROPERTY])
             return self._client.crm.objects.batch_api.read(hubspot_type, body)
 
         responses, refused = [], []

@@ -27,7 +27,8 @@ class SchemaInstaller:
         fields = HubSpotFields.from_manifest(manifest)
         report = InstallReport()
         errors: list[str] = []
-        targets = [(name, fields.property_definitions()) for name in fields.object_names.values()]
+        targets = [(name, [*fields.property_definitions(), fields.own_activity_definition()])
+                   for name in fields.object_names.values()]
         targets += [(name, [fields.marker_definition()]) for name in MARKER_OBJECTS]
         for hubspot_type, wanted in targets:
             self._ensure_group(hubspot_type, fields, report, dry_run)
@@ -114,4 +115,5 @@ def _create_body(definition: dict) -> PropertyCreate:
     return PropertyCreate(
         name=definition["name"], label=definition["label"], type=definition["type"],
         field_type=definition["fieldType"], group_name=definition["groupName"],
-        description=definition["description"], options=_options(definition))
+        description=definition["description"], options=_options(definition),
+        hidden=definition.get("hidden", False))

@@ -4,7 +4,9 @@ Order matters. Notes (the transfer log) and tasks are created first, then Baton'
 updated, and each record's own properties are written last, only if everything else for
 that record went through: the `baton_*` fields are the commit point of a reconcile, so a
 failed create is retried by the next reconcile instead of being forgotten (a transfer
-whose note failed is still "owner differs from owner_of_record" next time).
+whose note failed is still "owner differs from owner_of_record" next time). With them goes
+`baton_own_activity_stamps`: when HubSpot stored the notes and tasks just created for the
+record, so the next `load` knows which moves of its "Last activity date" were Baton's own.
 
 Creates are idempotent through Baton's marker (`baton_source` = "<source>|<record key>"):
 a create whose outcome is unknown (5xx, timeout, reset) is never re-sent blindly; the
@@ -32,9 +34,11 @@ from adapter.model import RecordRef
 from adapter.ports import ApplyResult, Failure
 
 from .batches import batch_errors, chunked, isolate
+from .own_activity import OwnActivityLedger, encode_stamps
 from .fields import (
     MARKER_PROPERTY, NOTE_ASSOCIATION_TYPES, NOTES, OWNER_PROPERTY, TASK_ASSOCIATION_TYPES, TASKS,
-    HubSpotFields, encode_marker, format_datetime, text_to_html,
+    OWN_ACTIVITY_PROPERTY, HubSpotFields, encode_marker, epoch_ms, format_datetime,
+    parse_datetime, text_to_html,
 )
 from .transport import OutcomeUnknown
 
@@ -72,12 +76,16 @@ class Writes:
     tasks: list[NewObject] = field(default_factory=list)
     task_updates: dict[str, Update] = field(default_factory=dict)  # task id -> update
     records: dict[RecordRef, dict[str, str]] = field(default_factory=dict)
+    #: When HubSpot stored each object created for a record (epoch ms), from the create responses.
+    created_at: dict[RecordRef, list[int]] = field(default_factory=dict)
 
 
 class Writer:
     def __init__(self, client, fields: HubSpotFields, *, marker_search_delay: float = 2.0,
-                 create_rounds: int = 3, sleep: Callable[[float], None] = time.sleep):
+                 create_rounds: int = 3, sleep: Callable[[float], None] = time.sleep,
+                 own_stamps: OwnActivityLedger | None = None):
         self._client, self._fields = client, fields
+        self._own_stamps = own_stamps if own_stamps is not None else OwnActivityLedger()
         #: HubSpot's search index trails writes by a few seconds: wait this long before
         #: looking for the markers of a create whose outcome is unknown.
         self.marker_search_delay = marker_search_delay
@@ -92,9 +100,12 @@ class Writer:
                 self._collect(plan, writes)
             except ValueError as error:
                 failures[plan.ref] = Failure(plan.ref, f"cannot encode the plan: {error}")
-        self._create(NOTES, _without(writes.notes, failures), failures)
-        self._create(TASKS, _without(writes.tasks, failures), failures)
+        self._create(NOTES, _without(writes.notes, failures), failures, writes.created_at)
+        self._create(TASKS, _without(writes.tasks, failures), failures, writes.created_at)
         self._update(TASKS, _without(writes.task_updates.values(), failures), failures)
+        for ref, stamps in writes.created_at.items():
+            carried = self._own_stamps.carried(ref)
+            writes.records.setdefault(ref, {})[OWN_ACTIVITY_PROPERTY] = encode_stamps([*carried, *stamps])
         by_type: dict[str, list[Update]] = {}
         for ref, properties in writes.records.items():
             if ref not in failures:
@@ -152,7 +163,11 @@ class Writer:
         return NewObject(ref, marker, properties, [(ref.id, _association_type(NOTE_ASSOCIATION_TYPES, ref))])
 
     # -- creates ---------------------------------------------------------------------------------
-    def _create(self, kind: str, items: list[NewObject], failures: dict[RecordRef, Failure]) -> None:
+    def _create(self, kind: str, items: list[NewObject], failures: dict[RecordRef, Failure],
+                created_at: dict[RecordRef, list[int]]) -> None:
+        """Create `items`; `created_at` gets when HubSpot stored each, by the record it is for
+        (objects found again by marker after an unknown outcome have no stamp: the next load
+        reads the record's activities, as it would without stamps)."""
         unique: dict[str, NewObject] = {}
         for item in items:  # one object per marker, even if two plans ask for it
             unique.setdefault(item.marker, item)
@@ -169,7 +184,13 @@ class Writer:
                     self._sleep(self.marker_search_delay)
                     pending = self._not_yet_created(kind, pending)
                     continue
-                created = {(r.properties or {}).get(MARKER_PROPERTY) for resp in responses for r in resp.results or ()}
+                results = [r for resp in responses for r in resp.results or ()]
+                created = {(r.properties or {}).get(MARKER_PROPERTY) for r in results}
+                by_marker = {item.marker: item for item in pending}
+                for result in results:
+                    item = by_marker.get((result.properties or {}).get(MARKER_PROPERTY))
+                    if item is not None and result.created_at is not None:
+                        created_at.setdefault(item.ref, []).append(int(epoch_ms(parse_datetime(result.created_at))))
                 errors = "; ".join(f"{e.category}: {e.message}" for resp in responses for e in batch_errors(resp))
                 for item, error in refused:
                     _fail(failures, item.ref, f"creating {kind}: {error}")
