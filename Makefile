@@ -23,7 +23,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/api_economy.py
+	$(BIN)/python bench/api_economy.py --crm salesforce
 	$(BIN)/python bench/commitments.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) .baton .pytest_cache

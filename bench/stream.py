@@ -5,6 +5,11 @@ Baton's app receives the signed webhooks, rq workers reconcile through the HubSp
 
 BATON_DRAIN_WINDOW in the environment reaches the workers (default 0.5 s).
 
+Before the measured minute every deal (open and closed) is reconciled once under a policy
+that routes ownerless deals round robin, as an installed Baton would have done: the
+minute measures steady state, not Baton's first look at each deal (which reads its whole
+recent activity once).
+
 Prints one JSON line:
   p50_ms / p95_ms    from a user's owner change to Baton's write-back of
                      baton_owner_of_record = the new owner (as the emulator's store sees both)
