@@ -50,7 +50,8 @@ from .emulator_rest import json_response, rest_blueprint
 from .emulator_schema import object_for_id
 from .emulator_seed import seed_org
 from .emulator_soql_eval import QueryEngine
-from .emulator_state import DmlError, OrgState, SalesforceError
+from .emulator_state import OrgState
+from .emulator_wire import DmlError, SalesforceError
 
 __all__ = ["SalesforceEmulator", "FaultPlan", "Credentials", "DmlError", "SalesforceError", "serve_forever"]
 

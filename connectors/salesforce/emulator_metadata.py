@@ -24,7 +24,8 @@ from defusedxml import ElementTree
 from flask import Blueprint, Response, request
 
 from .emulator_schema import FieldDef
-from .emulator_state import OrgState, format_datetime
+from .emulator_state import OrgState
+from .emulator_wire import format_datetime
 
 if TYPE_CHECKING:
     from .emulator import SalesforceEmulator

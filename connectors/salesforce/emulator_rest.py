@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, g, request
 
 from .emulator_schema import object_for_id
-from .emulator_state import DmlError, SalesforceError, to_json_value
+from .emulator_wire import DmlError, SalesforceError, to_json_value
 
 if TYPE_CHECKING:
     from .emulator import SalesforceEmulator

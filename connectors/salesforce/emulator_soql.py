@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Union
 
-from .emulator_state import SalesforceError, parse_datetime
+from .emulator_wire import SalesforceError, parse_datetime
 
 __all__ = [
     "FieldPath", "SubQuery", "Query", "Literal", "Comparison", "InList", "Like", "BoolOp", "Not",

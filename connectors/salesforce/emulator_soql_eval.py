@@ -19,7 +19,8 @@ from .emulator_schema import ID_TYPES, NUMBER_TYPES, FieldDef, ObjectDef
 from .emulator_soql import (
     BoolOp, Comparison, Condition, FieldPath, InList, Like, Literal, Not, OrderItem, Query, SubQuery, parse,
 )
-from .emulator_state import OrgState, SalesforceError, normalize_id, to_json_value
+from .emulator_state import OrgState
+from .emulator_wire import SalesforceError, normalize_id, to_json_value
 
 __all__ = ["QueryEngine", "QueryResult"]
 

@@ -5,18 +5,18 @@ helpers share. Every write runs the same pipeline as a DML statement in a real o
 field checks, type coercion, defaults, required fields, reference checks, derived fields
 (IsClosed, Name, ...), assignment rules, field history, then change notifications (which
 feed Outbound Messages). One lock guards it all: the HTTP server is threaded and tests
-call the helpers from their own thread.
+call the helpers from their own thread. The errors it raises and the JSON values it reads
+and writes are `emulator_wire.py`'s.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from .emulator_schema import (
@@ -24,7 +24,6 @@ from .emulator_schema import (
     CLOSED_TASK_STATUSES,
     DEFINITION_OBJECTS,
     ID_TYPES,
-    NUMBER_TYPES,
     OBJECTS,
     OPPORTUNITY_STAGES,
     FieldDef,
@@ -32,54 +31,13 @@ from .emulator_schema import (
     IdFactory,
     ObjectDef,
     object_for_id,
-    to_18,
 )
+from .emulator_wire import DmlError, SalesforceError, SaveResult, from_json_value, normalize_id, to_json_value
 
-__all__ = ["SalesforceError", "DmlError", "Change", "SaveResult", "OrgState", "to_json_value", "format_datetime"]
+__all__ = ["Change", "OrgState"]
 
 _ID_PATTERN = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _TAG = re.compile(r"<[^>]+>")
-
-
-class SalesforceError(Exception):
-    """A request-level failure, answered as `[{"message", "errorCode"}]` with an HTTP status."""
-
-    def __init__(self, status: int, error_code: str, message: str, fields: Iterable[str] = ()) -> None:
-        super().__init__(f"{error_code}: {message}")
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.fields = list(fields)
-
-    def body(self) -> list[dict]:
-        entry: dict[str, Any] = {"message": self.message, "errorCode": self.error_code}
-        if self.fields:
-            entry["fields"] = self.fields
-        return [entry]
-
-
-class DmlError(Exception):
-    """A record-level failure: one entry of a SaveResult's `errors`."""
-
-    def __init__(self, status_code: str, message: str, fields: Iterable[str] = ()) -> None:
-        super().__init__(f"{status_code}: {message}")
-        self.status_code = status_code
-        self.message = message
-        self.fields = list(fields)
-
-    def as_error(self) -> dict:
-        return {"statusCode": self.status_code, "message": self.message, "fields": self.fields}
-
-
-@dataclass
-class SaveResult:
-    id: str | None
-    success: bool
-    errors: list[dict] = field(default_factory=list)
-    created: bool = False
-
-    def as_json(self) -> dict:
-        return {"id": self.id, "success": self.success, "errors": self.errors}
 
 
 @dataclass(frozen=True)
@@ -91,29 +49,6 @@ class Change:
     kind: str  # "created" | "updated" | "deleted"
     changed_fields: frozenset[str]
     record: dict  # a copy of the record after the write
-
-
-def format_datetime(value: datetime) -> str:
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
-
-
-def to_json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return format_datetime(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def parse_datetime(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    # Salesforce reads a timestamp without an offset as UTC.
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-
-
-def normalize_id(value: str) -> str:
-    return to_18(value) if len(value) == 15 else value
 
 
 def _note_preview(content: bytes) -> str:
@@ -319,7 +254,7 @@ class OrgState:
                 if not (not creating and definition.name == "Id"):
                     readonly.append(definition.name)
                 continue
-            coerced[definition.name] = value = self._coerce(obj, definition, raw)
+            coerced[definition.name] = value = from_json_value(obj, definition, raw)
             if definition.restricted_picklist and value is not None and value not in definition.picklist_values:
                 raise DmlError("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                                f"{definition.label or definition.name}: bad value for restricted picklist field: {value}",
@@ -332,39 +267,6 @@ class OrgState:
                 readonly,
             )
         return coerced
-
-    def _coerce(self, obj: ObjectDef, definition: FieldDef, raw: Any) -> Any:
-        if raw is None or (raw == "" and definition.type not in {"string", "textarea", "combobox"}):
-            return None
-        kind = definition.type
-        try:
-            if kind == "boolean":
-                if isinstance(raw, bool):
-                    return raw
-                if isinstance(raw, str) and raw.lower() in {"true", "false"}:
-                    return raw.lower() == "true"
-                raise ValueError(raw)
-            if kind == "date":
-                return date.fromisoformat(raw[:10]) if isinstance(raw, str) else _fail(raw)
-            if kind == "datetime":
-                return parse_datetime(raw) if isinstance(raw, str) else _fail(raw)
-            if kind in NUMBER_TYPES:
-                if isinstance(raw, bool):
-                    raise ValueError(raw)
-                number = float(raw)
-                return int(number) if kind == "int" else number
-            if kind == "base64":
-                return base64.b64decode(raw, validate=True) if isinstance(raw, str) else _fail(raw)
-            if kind in ID_TYPES:
-                return normalize_id(raw) if isinstance(raw, str) else _fail(raw)
-            if not isinstance(raw, (str, int, float)):
-                raise ValueError(raw)
-            return str(raw)
-        except (ValueError, TypeError):
-            raise SalesforceError(
-                400, "JSON_PARSER_ERROR",
-                f"Cannot deserialize instance of {kind} from value {raw!r} for field {obj.name}.{definition.name}",
-            ) from None
 
     def _prepare_insert(self, obj: ObjectDef, values: dict, actor: str, auto_assign: bool,
                         now: datetime) -> tuple[str, str, dict, None]:
@@ -578,7 +480,3 @@ def _data_type(definition: FieldDef) -> str:
     return {"boolean": "Checkbox", "date": "Date", "datetime": "Date/Time", "double": "Number",
             "int": "Number", "currency": "Currency", "percent": "Percent", "picklist": "Picklist",
             "combobox": "Picklist", "base64": "Content", "anyType": "Any"}.get(kind, kind.capitalize())
-
-
-def _fail(raw: Any) -> Any:
-    raise ValueError(raw)

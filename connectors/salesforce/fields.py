@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Any, Iterable, Mapping
+from datetime import date, datetime, timezone, tzinfo
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from adapter.manifest import FieldSpec, field_specs, load_manifest
 
@@ -104,6 +104,11 @@ def format_date(value: date) -> str:
     return value.strftime("%Y-%m-%d")
 
 
+def end_of_day(day: date, tz: tzinfo) -> datetime:
+    """A Task's ActivityDate as a due time: the end of that day in the org's timezone."""
+    return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=tz).astimezone(timezone.utc)
+
+
 def soql_quote(value: str) -> str:
     """A SOQL string literal: quotes and backslashes escaped."""
     escaped = (
@@ -119,6 +124,15 @@ def soql_in(values: Iterable[str]) -> str:
     if not quoted:
         raise ValueError("an IN clause needs at least one value")
     return "(" + ",".join(quoted) + ")"
+
+
+#: Records per sObject Collections call, and ids per SOQL `IN` list.
+BATCH = 200
+
+
+def chunks(items: Sequence, size: int = BATCH) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
 
 
 def truncate(text: str | None, limit: int = TEXT_LIMIT) -> str:
