@@ -1,9 +1,12 @@
+import json
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapter.errors import MalformedWebhook
-from connectors.hubspot.events import is_own_write, normalize, scan
+from connectors.hubspot.events import is_own_write, normalize, scan, scan_batch
 from tests.fakes import hubspot_event
 
 
@@ -138,3 +141,90 @@ def test_scan_refuses_what_normalize_refuses(payload, message):
         normalize(payload)
     with pytest.raises(MalformedWebhook, match=message):
         scan([payload])
+
+
+def _scanned_in_general(body: bytes, app_id, skip_own_writes=False):
+    """What the receiver's general path makes of a body: `scan` of the json module's parse."""
+    try:
+        return scan(json.loads(body), app_id, skip_own_writes=skip_own_writes)
+    except MalformedWebhook as exc:
+        return exc
+
+
+@pytest.mark.parametrize("payload", _variants())
+@pytest.mark.parametrize("app_id", [None, "4242", " 4242"])
+@pytest.mark.parametrize("skip_own_writes", [False, True])
+def test_scan_batch_agrees_with_scan_or_leaves_the_body_to_it(payload, app_id, skip_own_writes):
+    body = json.dumps([payload]).encode()
+    fast = scan_batch(body, app_id, skip_own_writes=skip_own_writes, max_events=100)
+    if fast is not None:
+        assert fast == _scanned_in_general(body, app_id, skip_own_writes)
+
+
+def test_scan_batch_takes_the_batches_hubspot_sends():
+    assoc = hubspot_event(0, event_id=5, subscription_type="deal.associationChange", property_name=None,
+                          fromObjectId=55)
+    del assoc["objectId"]
+    batch = [
+        hubspot_event(101, event_id=1),
+        hubspot_event(7, event_id=2, subscription_type="object.creation", objectTypeId="0-27"),
+        hubspot_event(8, event_id=3, subscription_type="product.creation"),
+        hubspot_event(9, event_id=4, changeSource="INTEGRATION", sourceId="4242"),
+        assoc,
+        hubspot_event("12", event_id="e-6", portalId="62515"),  # ids as strings
+    ]
+    body = json.dumps(batch).encode()
+    fast = scan_batch(body, "4242", skip_own_writes=True, max_events=100)
+    assert fast is not None and fast == _scanned_in_general(body, "4242", True)
+    hints, ignored, own = fast
+    assert (len(hints), ignored, own) == (4, 1, 1)
+
+
+@pytest.mark.parametrize("body", [
+    b"[]", b"{}", b"not json", json.dumps([hubspot_event(i, event_id=i) for i in range(101)]).encode(),
+    json.dumps([hubspot_event(1, objectTypeId=27)]).encode(),
+    json.dumps([hubspot_event(1, occurred_at="1763305200000")]).encode(),
+    json.dumps([hubspot_event(1, occurred_at=-5)]).encode(),
+    json.dumps([hubspot_event(1, event_id=1.0)]).encode(),
+    json.dumps([hubspot_event(1, sourceId=True)]).encode(),
+    json.dumps([hubspot_event(1, portalId=None)]).encode(),
+    json.dumps([hubspot_event(1, subscription_type="")]).encode(),
+    json.dumps([hubspot_event(1, objectId="")]).encode(),
+    json.dumps([{"subscriptionType": "deal.creation", "objectId": 5}]).encode(),
+    json.dumps([hubspot_event(1, propertyValue=float("nan"))]).encode(),  # NaN: only the json module reads it
+    json.dumps([hubspot_event(1, event_id="?")]).replace('"?"', '"\\ud800"').encode(),  # a lone surrogate
+    json.dumps([hubspot_event(1)]).encode("utf-16"),
+])
+def test_scan_batch_leaves_every_other_body_to_the_general_path(body):
+    assert scan_batch(body, max_events=100) is None
+
+
+_json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2, max_value=2 ** 70), st.floats(allow_nan=False),
+    st.text(max_size=6), st.sampled_from(["", "0-3", "0-27", "0-7", "INTEGRATION", "API", " 4242", "4242"]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@st.composite
+def _events(draw):
+    event = hubspot_event(draw(st.integers(min_value=0, max_value=99)), event_id=draw(st.integers(0, 9)))
+    event["subscriptionType"] = draw(st.sampled_from(
+        ["deal.propertyChange", "contact.creation", "object.creation", "object.merge", "product.creation", "deal.x"]))
+    for name in draw(st.lists(st.sampled_from(
+            ["subscriptionType", "portalId", "subscriptionId", "eventId", "occurredAt", "objectId", "fromObjectId",
+             "primaryObjectId", "objectTypeId", "changeSource", "sourceId"]), max_size=3)):
+        if draw(st.booleans()):
+            event.pop(name, None)
+        else:
+            event[name] = draw(_json_values)
+    return event
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_events(), min_size=1, max_size=5), st.sampled_from([None, "4242"]), st.booleans())
+def test_scan_batch_never_decides_otherwise_than_scan(events, app_id, skip_own_writes):
+    body = json.dumps(events).encode()
+    fast = scan_batch(body, app_id, skip_own_writes=skip_own_writes, max_events=100)
+    if fast is not None:
+        assert fast == _scanned_in_general(body, app_id, skip_own_writes)

@@ -34,6 +34,32 @@ def test_refs_are_never_deduplicated(queue):
     assert members(queue) == ["1"]
 
 
+def test_mark_hints_mixes_keyed_and_plain_hints_of_several_types(queue):
+    hints = [("k1", "hubspot:deal", "1"), ("", "hubspot:deal", "2"), ("k2", "hubspot:contact", "3"),
+             ("k1", "hubspot:deal", "1"), ("", "hubspot:ticket", "4")]
+    result = queue.mark_hints(hints)
+    assert (result.accepted, result.duplicates, result.drains_enqueued) == (4, 1, 3)
+    again = queue.mark_hints([("k2", "hubspot:contact", "3"), ("k3", "hubspot:contact", "5"), ("", "hubspot:deal", "2")])
+    assert (again.accepted, again.duplicates, again.drains_enqueued) == (2, 1, 0)
+    assert members(queue) == ["1", "2"] and members(queue, object_type="contact") == ["3", "5"]
+    assert members(queue, object_type="ticket") == ["4"]
+
+
+def test_event_keys_are_compared_exactly(queue):
+    keys = ["a\tb", "a b", "a\nb", 'q"u\\o', "\u00e9", "\ud800"]  # separators, escapes, a lone surrogate
+    assert queue.mark_hints([(k, "hubspot:deal", str(i)) for i, k in enumerate(keys)]).accepted == len(keys)
+    assert queue.mark_hints([(k, "hubspot:deal", "x") for k in keys]).duplicates == len(keys)
+    assert members(queue) == [str(i) for i in range(len(keys))]
+
+
+def test_more_than_a_thousand_hints_in_one_call(queue):
+    hints = [(f"k{i}", "hubspot:deal", str(i)) for i in range(2500)]
+    assert queue.mark_hints(hints[:1200]).accepted == 1200
+    result = queue.mark_hints(hints + [("", "hubspot:deal", str(i)) for i in range(3000, 4500)])
+    assert (result.accepted, result.duplicates) == (2800, 1200)
+    assert queue.redis.scard(queue.pending_key("hubspot", "deal")) == 4000
+
+
 def test_drain_is_single_flight_until_it_starts(queue):
     queue.mark_pending([ref(1)])
     queue.mark_pending([ref(2)])

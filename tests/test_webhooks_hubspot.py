@@ -65,6 +65,27 @@ def test_deduplication_window_is_at_least_48_hours(queue):
     assert queue.mark_hints(hints, now=now + 72 * 3600 + 1).accepted == 1  # forgotten by then
 
 
+def test_a_batch_of_unusual_shape_is_read_in_general_and_accepted_alike(app, queue):
+    events = [
+        hubspot_event(5, event_id=1, subscription_type="contact.merge", objectId="", primaryObjectId=5),
+        hubspot_event(6, event_id=2, occurred_at="1763305200000"),  # a string: the typed decode declines
+        hubspot_event(7, event_id=3, sourceId=None, changeSource=None),
+    ]
+    assert post(app, events).status_code == 204
+    assert (pending(queue, "contact"), pending(queue)) == (["5"], ["6", "7"])
+    assert post(app, events).status_code == 204
+    assert events_counted(app, "accepted") == 3 and events_counted(app, "duplicate") == 3
+
+
+def test_events_are_built_on_demand_from_the_body(app):
+    from connectors.hubspot.events import normalize
+
+    batch = [hubspot_event(101, event_id=1), hubspot_event(8, event_id=2, subscription_type="product.creation")]
+    parsed = app.extensions["baton.hubspot"].parse_events(None, hubspot_body(batch))
+    assert [hint[0] for hint in parsed.hints] == [normalize(batch[0]).key]
+    assert parsed.events == [normalize(batch[0])]
+
+
 def test_single_flight_drain_while_one_is_queued(app, queue):
     for i in range(5):
         post(app, [hubspot_event(100 + i, event_id=i)])
@@ -108,6 +129,19 @@ def test_own_writes_can_be_reconciled_again_when_configured(prefix, queue):
 def test_a_batch_of_only_ignored_events_is_still_acknowledged(app, queue):
     assert post(app, [hubspot_event(1, subscription_type="line_item.creation")]).status_code == 204
     assert queue.rq.count == 0
+
+
+def test_other_methods_on_the_webhook_path_are_flasks(app):
+    assert app.test_client().get("/webhooks/hubspot").status_code == 405
+
+
+def test_an_unexpected_error_answers_500_so_hubspot_retries(app, queue, monkeypatch):
+    def broken(hints, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(queue, "mark_hints", broken)
+    response = post(app, [hubspot_event(1)])
+    assert response.status_code == 500 and b"bug" not in response.data
 
 
 def test_healthz_and_metrics(app):
