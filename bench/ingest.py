@@ -11,7 +11,8 @@ Prints one JSON line:
   ratio                 events_per_s / ceiling_events_per_s
   cpu_ms_per_batch      CPU the gunicorn workers spent per batch (user + system), Baton and
   ceiling_cpu_ms_per_batch  the trivial endpoint: a measure the load on the box does not skew
-                        (Redis' own CPU is not in it)
+  redis_cpu_ms_per_batch    and the Redis server's CPU per Baton batch (the de-duplication and
+                        pending sets; on this box it competes with the workers and clients)
 
 Both servers run side by side and the throughput phases alternate in rounds (median of the
 rounds is reported), so a box shared with other work skews both sides alike. Same clients,
@@ -207,11 +208,13 @@ def main() -> None:
         ceiling = start_gunicorn("bench.ingest:ceiling_app()", {}, ceiling_port)
         load(port, batches=200, clients=2, conns=2)  # warm-up: imports, script loading, connections
         load(ceiling_port, batches=200, clients=2, conns=2)
-        ours, theirs, cpu, ceiling_cpu = [], [], [], []
+        redis = _redis(data_dir)
+        ours, theirs, cpu, ceiling_cpu, redis_cpu = [], [], [], [], []
         for _ in range(rounds):
-            before = worker_cpu(baton)
+            before, redis_before = worker_cpu(baton), _redis_cpu(redis)
             run = load(port, batches=per_round, clients=args.clients, conns=args.conns)
             cpu.append((worker_cpu(baton) - before) * 1000 / run["batches"])
+            redis_cpu.append((_redis_cpu(redis) - redis_before) * 1000 / run["batches"])
             ours.append(run)
             before = worker_cpu(ceiling)
             run = load(ceiling_port, batches=per_round, clients=args.clients, conns=args.conns)
@@ -236,10 +239,25 @@ def main() -> None:
         "ratios": [round(r, 3) for r in ratios],
         "cpu_ms_per_batch": round(median(cpu), 3),
         "ceiling_cpu_ms_per_batch": round(median(ceiling_cpu), 3),
+        "redis_cpu_ms_per_batch": round(median(redis_cpu), 3),
         "errors": sum(r["errors"] for r in ours) + paced["errors"],
         "batches": per_round * rounds, "rounds": rounds,
         "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded",
     }))
+
+
+def _redis(data_dir: str):
+    """A client of the Redis the app uses (REDIS_URL, or the embedded one in `data_dir`)."""
+    from adapter.queue import connect
+    from adapter.settings import Settings
+
+    return connect(Settings.from_env(BATON_DATA_DIR=data_dir))
+
+
+def _redis_cpu(redis) -> float:
+    """CPU seconds the Redis server has used (shared with anything else using it)."""
+    info = redis.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
 def _cleanup(prefix: str, data_dir: str) -> None:
