@@ -28,13 +28,11 @@ and once its retries are spent it stays in rq's FailedJobRegistry until `retry_f
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
-import orjson
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
@@ -42,6 +40,7 @@ from rq.job import Job
 from rq.job_lifecycle import record_job_failure
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from adapter import queue_scripts as scripts
 from adapter.model import Event, RecordRef
 from adapter.settings import Settings
 
@@ -82,181 +81,6 @@ def _epoch(at: datetime) -> float:
     return at.timestamp()
 
 
-# ARGV: prefix, de-duplication bucket width (s), now (epoch s), drain flag ttl, a JSON array
-# of the event keys to de-duplicate (distinct), then pairs of "crm:type" and a JSON array of
-# record ids. The first ids, across pairs, are those of the event keys, one for one and in
-# order; ids after them are never de-duplicated. Arrays decoded by cjson, in C, cost a
-# fraction of splitting a packed string in Lua, and a fraction on the client of passing
-# every key and id as an argument of its own. Keys are built here rather than passed as
-# KEYS: one round trip, no cluster (Baton runs on one Redis).
-#
-# De-duplication: event keys go into one SET per time bucket ({p}:seen:{bucket}, width W =
-# half the de-duplication TTL); a key counts as seen while it is in the current bucket or the
-# two before, so it is remembered for at least the TTL (2 W) and at most 3 W, when its bucket
-# expires. A handful of set commands per batch instead of a SET NX per event keeps Redis'
-# own CPU per webhook batch small. Returns {accepted count, "crm:type" of each drain flag
-# newly set}.
-_MARK = r"""
-local p, width, now, flag_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
--- unpack() is bounded by Lua's C stack: hand Redis at most 1000 members per call.
-local function chunked(cmd, key, list, out)
-  for i = 1, #list, 1000 do
-    local part = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-    if out then for _, v in ipairs(part) do out[#out + 1] = v end end
-  end
-end
-local keys = cjson.decode(ARGV[5])
-local seen, any_seen = {}, false  -- seen[i]: keys[i] was accepted before
-if #keys > 0 then
-  local bucket = math.floor(now / width)
-  for back = 0, 2 do
-    local key = p .. ':seen:' .. (bucket - back)
-    if redis.call('EXISTS', key) == 1 then
-      local hits = {}
-      chunked('SMISMEMBER', key, keys, hits)
-      for i, hit in ipairs(hits) do
-        if hit == 1 then seen[i], any_seen = true, true end
-      end
-    end
-  end
-  local new = keys
-  if any_seen then
-    new = {}
-    for i, k in ipairs(keys) do if not seen[i] then new[#new + 1] = k end end
-  end
-  if #new > 0 then
-    local key = p .. ':seen:' .. bucket
-    chunked('SADD', key, new)
-    redis.call('EXPIREAT', key, (bucket + 3) * width)
-  end
-end
-local accepted, kicked, item = 0, {}, 0
-for g = 6, #ARGV, 2 do
-  local pair, ids = ARGV[g], cjson.decode(ARGV[g + 1])
-  local fresh = ids
-  if any_seen and item < #keys then
-    fresh = {}
-    for j, id in ipairs(ids) do if not seen[item + j] then fresh[#fresh + 1] = id end end
-  end
-  if #fresh > 0 then
-    accepted = accepted + #fresh
-    chunked('SADD', p .. ':pending:' .. pair, fresh)
-    redis.call('SADD', p .. ':pending-types', pair)
-    if redis.call('SET', p .. ':drain:' .. pair, ARGV[3], 'NX', 'EX', flag_ttl) then
-      kicked[#kicked + 1] = pair
-    end
-  end
-  item = item + #ids
-end
-return {accepted, kicked}
-"""
-
-# KEYS: pending, claimed. ARGV: count, lease expiry, lock key prefix ("{p}:lock:{crm}:{type}:").
-# Pops ids into the claimed set, except ids whose record is locked by a running job: those
-# stay pending (the job's unlock kicks a drain for them), so they are never handed to a second
-# job while the first reconciles them. Returns {claimed ids, how many were left locked}.
-_CLAIM = """
-local ids = redis.call('SPOP', KEYS[1], ARGV[1])
-local free, held = {}, {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[3] .. id) == 1 then
-    held[#held + 1] = id
-  else
-    free[#free + 1] = id
-    redis.call('ZADD', KEYS[2], ARGV[2], id)
-  end
-end
-if #held > 0 then redis.call('SADD', KEYS[1], unpack(held)) end
-return {free, #held}
-"""
-
-# KEYS: claimed, pending. ARGV: now. Puts ids whose lease ended back to pending.
-_REAP = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, id in ipairs(ids) do redis.call('SADD', KEYS[2], id) end
-if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
-return #ids
-"""
-
-# KEYS: lock keys. ARGV: token, ttl ms. Returns 1/0 per key (re-entrant for the same token).
-_LOCK = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if not holder or holder == ARGV[1] then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-
-# KEYS: lock keys. ARGV: token, prefix, flag ttl, now, then "crm:type" and id of each key.
-# Deletes the locks this token holds; a released record that is pending again (an event came
-# while it was locked, and drains skipped it) gets its drain flag set. Returns {released,
-# "crm:type" of each drain flag newly set}.
-_UNLOCK = """
-local n, p, wanted, kicked = 0, ARGV[2], {}, {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    n = n + redis.call('DEL', key)
-    local pair, id = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
-    if not wanted[pair] and redis.call('SISMEMBER', p .. ':pending:' .. pair, id) == 1 then
-      wanted[pair] = true
-      if redis.call('SET', p .. ':drain:' .. pair, ARGV[4], 'NX', 'EX', ARGV[3]) then
-        kicked[#kicked + 1] = pair
-      end
-    end
-  end
-end
-return {n, kicked}
-"""
-
-# KEYS: deadlines. ARGV: now, limit. Pops due refs.
-_DUE = """
-local refs = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-if #refs > 0 then redis.call('ZREM', KEYS[1], unpack(refs)) end
-return refs
-"""
-
-
-def _mark_args(hints: Sequence[tuple[str, str, str]]) -> list:
-    """`_MARK`'s arguments after the header, for (event key, "crm:type", id) hints. A hint that
-    repeats an event key already in `hints` is left out: the first one counts, and the script's
-    accepted count makes the others duplicates."""
-    keyed: dict[str, tuple[list[str], list[str]]] = {}  # crm:type -> (event keys, their ids)
-    plain: dict[str, list[str]] = {}  # crm:type -> ids never de-duplicated
-    firsts: set[str] = set()
-    for seen, pair, record_id in hints:
-        if not seen:
-            plain.setdefault(pair, []).append(record_id)
-        elif seen not in firsts:
-            firsts.add(seen)
-            group = keyed.get(pair)
-            if group is None:
-                group = keyed[pair] = ([], [])
-            group[0].append(seen)
-            group[1].append(record_id)
-    keys, groups = [], []
-    for pair, (pair_keys, ids) in keyed.items():
-        keys += pair_keys
-        groups += (pair, _json(ids))
-    for pair, ids in plain.items():
-        groups += (pair, _json(ids))
-    return [_json(keys), *groups]
-
-
-def _json(strings: list[str]) -> bytes:
-    try:
-        return orjson.dumps(strings)
-    except orjson.JSONEncodeError:
-        # A lone surrogate (from a body only the json module would read): cjson refuses its
-        # escape, so pass it as the bytes Python would write for it.
-        return json.dumps(strings, ensure_ascii=False).encode("utf-8", "surrogatepass")
-
-
 def _last_line(job: Job) -> str:
     result = job.latest_result()
     text = (result.exc_string if result is not None else "") or ""
@@ -291,12 +115,12 @@ class RealtimeQueue:
         self.batch_size = batch_size
         self.drain_window = max(0.0, drain_window)
         self.rq = Queue(prefix, connection=redis, default_timeout=RECONCILE_TIMEOUT)
-        self._mark = redis.register_script(_MARK)
-        self._claim = redis.register_script(_CLAIM)
-        self._reap = redis.register_script(_REAP)
-        self._lock = redis.register_script(_LOCK)
-        self._unlock = redis.register_script(_UNLOCK)
-        self._due = redis.register_script(_DUE)
+        self._mark = redis.register_script(scripts.MARK)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._reap = redis.register_script(scripts.REAP)
+        self._lock = redis.register_script(scripts.LOCK)
+        self._unlock = redis.register_script(scripts.UNLOCK)
+        self._due = redis.register_script(scripts.DUE)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: Redis | None = None) -> "RealtimeQueue":
@@ -341,7 +165,7 @@ class RealtimeQueue:
         width = max(1, -(-int(dedup_ttl) // 2))
         current = time.time() if now is None else now
         header = [self.prefix, width, repr(float(current)), DRAIN_FLAG_TTL]
-        accepted, kicked = self._mark(args=[*header, *_mark_args(hints)])
+        accepted, kicked = self._mark(args=[*header, *scripts.mark_args(hints)])
         for pair in kicked:
             crm, object_type = pair.decode().split(":", 1)
             self.enqueue_drain(crm, object_type)
