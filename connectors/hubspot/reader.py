@@ -110,7 +110,9 @@ class Reader:
         unreadable: dict[str, str] = {}
         links = {TASKS: self._associations(hubspot_type, TASKS, list(records), unreadable)}
         to_read = [i for i, r in records.items() if self._may_have_new_activity(
-            RecordRef(CRM, object_type, i), r, cutoffs[i], first_sight=fields[i].get("activities_read_at") is None)]
+            r, cutoffs[i], first_sight=fields[i].get("activities_read_at") is None)]
+        for i, r in records.items():  # for the apply that follows this load
+            self.own_stamps.remember(RecordRef(CRM, object_type, i), _stamps_after(r, cutoffs[i]))
         for kind in ACTIVITY_KINDS:
             links[kind] = self._associations(hubspot_type, kind, to_read, unreadable)
         engagements = {
@@ -143,7 +145,7 @@ class Reader:
                       for to_id in dict.fromkeys(found.get(record_id, ()))),
                 url[record_id]))
 
-    def _may_have_new_activity(self, ref: RecordRef, record, cutoff: datetime, first_sight: bool) -> bool:
+    def _may_have_new_activity(self, record, cutoff: datetime, first_sight: bool) -> bool:
         """Whether a note, email or call may have been logged after `cutoff`, from the record's
         "Last activity date" alone: records nobody touched since Baton last read them cost no reads.
 
@@ -171,7 +173,6 @@ class Reader:
         if first_sight:
             return True
         own = decode_stamps(props.get(OWN_ACTIVITY_PROPERTY))
-        self.own_stamps.remember(ref, {stamp for stamp in own if stamp > int(epoch_ms(since))})
         history = (record.properties_with_history or {}).get(ACTIVITY_DATE_PROPERTY) or ()
         moves = {int(epoch_ms(moved)) for version in history
                  if (moved := parse_datetime(version.value)) is not None and to_second(moved) > since}
@@ -302,6 +303,13 @@ class Reader:
         if not self._portal_id:
             return None
         return f"https://app.hubspot.com/contacts/{self._portal_id}/record/{OBJECT_TYPE_IDS[object_type]}/{record_id}"
+
+
+def _stamps_after(record, cutoff: datetime) -> set[int]:
+    """Baton's own-activity stamps on `record` later than `cutoff`: the ones that still explain
+    moves of its "Last activity date" Baton has not read past."""
+    since = int(epoch_ms(to_second(cutoff)))
+    return {stamp for stamp in decode_stamps((record.properties or {}).get(OWN_ACTIVITY_PROPERTY)) if stamp > since}
 
 
 def _union(groups: Iterable[Iterable[str]]) -> list[str]:
