@@ -190,6 +190,26 @@ def test_writes_stop_after_one_external_change(stack):
     assert writes == []
 
 
+def test_a_second_owner_change_reads_no_notes_baton_wrote(stack):
+    """Baton's transfer note moved the deal's "Last activity date"; its stamp says whose it
+    was, so the next change costs the record and its tasks, not its notes, emails and calls."""
+    stack.deliver()
+    deal = stack.new_deal(AVERY)
+    stack.settle()
+    stack.emu.user_set_owner("deals", deal, BIANCA, by_owner_id=CARLOS)
+    stack.settle()
+    stack.emu.reset_calls()
+
+    stack.emu.user_set_owner("deals", deal, CARLOS, by_owner_id=AVERY)
+    stack.settle()
+
+    assert stack.emu.record("deals", deal)["baton_owner_of_record"] == CARLOS
+    activity_reads = {k: n for k, n in stack.emu.calls.items()
+                      if re.search(r"/(notes|emails|calls|contacts|companies)/batch/read", k)}
+    assert activity_reads == {}
+    assert stack.emu.calls["POST /crm/v3/objects/notes/batch/create"] == 1
+
+
 def test_four_workers_and_200_events_for_one_record(stack):
     stack.deliver()
     deal = stack.new_deal(AVERY)
