@@ -1,7 +1,7 @@
 """Webhook ingest benchmark: Baton's app under gunicorn (2 workers) on loopback, clients
 sending signed HubSpot batches of 100 events over keep-alive connections.
 
-    .venv/bin/python bench/ingest.py [--batches 3000] [--clients 4] [--conns 4] [--rounds 3]
+    .venv/bin/python bench/ingest.py [--batches 5000] [--clients 4] [--conns 4] [--rounds 5] [--threads 8]
 
 Prints one JSON line:
   events_per_s          accepted events per second, clients sending as fast as answered
@@ -16,7 +16,9 @@ Prints one JSON line:
 
 Both servers run side by side and the throughput phases alternate in rounds (median of the
 rounds is reported), so a box shared with other work skews both sides alike. Same clients,
-same payloads, same gunicorn command line.
+same payloads, same gunicorn command line: 2 workers, gthread with the README's 8 threads
+each. Each server is first warmed up under the measured load's concurrency, so no round
+pays for starting threads or connections.
 
 Uses REDIS_URL when set (its own key prefix, deleted afterwards), else an embedded Redis in a
 temporary directory. Bounded: every phase sends a fixed number of batches and stops.
@@ -67,8 +69,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(target: str, env: dict, port: int) -> subprocess.Popen:
-    cmd = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2", "-k", "gthread", "--threads", "4",
+def start_gunicorn(target: str, env: dict, port: int, threads: int) -> subprocess.Popen:
+    cmd = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2", "-k", "gthread", "--threads", str(threads),
            "--keep-alive", "30", "-b", f"127.0.0.1:{port}", "--log-level", "warning", "--chdir", ROOT, target]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)
     for _ in range(200):
@@ -188,11 +190,13 @@ def load(port: int, *, batches: int, clients: int, conns: int, interval: float =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=3000)
+    parser.add_argument("--batches", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--conns", type=int, default=4)
     parser.add_argument("--paced-seconds", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating Baton/ceiling throughput rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating Baton/ceiling throughput rounds")
+    parser.add_argument("--threads", type=int, default=8,
+                        help="gunicorn gthread threads per worker, both servers (README's production line: 8)")
     args = parser.parse_args()
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -200,14 +204,16 @@ def main() -> None:
     env = {"BATON_CRMS": "hubspot", "HUBSPOT_CLIENT_SECRET": SECRET, "BATON_REDIS_PREFIX": prefix,
            "BATON_DATA_DIR": data_dir, "BATON_PUBLIC_URL": ""}
     port, ceiling_port = free_port(), free_port()
-    baton = start_gunicorn("webhooks.app:from_env()", env, port)
+    baton = start_gunicorn("webhooks.app:from_env()", env, port, args.threads)
     ceiling = None
     rounds = max(1, args.rounds)
     per_round = max(args.clients, args.batches // rounds)
     try:
-        ceiling = start_gunicorn("bench.ingest:ceiling_app()", {}, ceiling_port)
-        load(port, batches=200, clients=2, conns=2)  # warm-up: imports, script loading, connections
-        load(ceiling_port, batches=200, clients=2, conns=2)
+        ceiling = start_gunicorn("bench.ingest:ceiling_app()", {}, ceiling_port, args.threads)
+        # Warm-up under the measured load's concurrency: imports, script loading, connections,
+        # and every gunicorn thread started (gthread starts them as requests need them).
+        for target in (port, ceiling_port):
+            load(target, batches=50 * args.clients * args.conns, clients=args.clients, conns=args.conns)
         redis = _redis(data_dir)
         ours, theirs, cpu, ceiling_cpu, redis_cpu = [], [], [], [], []
         for _ in range(rounds):
