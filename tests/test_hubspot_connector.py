@@ -799,11 +799,16 @@ def _transfer(ref: RecordRef) -> Plan:
     return Plan(ref, "on_track", (LogTransfer("Avery", "Bianca", NOW, "Avery", "user", from_id=AVERY, to_id=BIANCA),))
 
 
-def test_batons_own_note_costs_the_next_load_no_activity_reads(emu, installed):
+def _deal_read_an_hour_ago(emu: HubSpotEmulator) -> RecordRef:
     deal = new_deal(emu)
     read_at = datetime.now(timezone.utc) - timedelta(hours=1)
     emu.user_update("deals", deal, {"baton_activities_read_at": read_at.isoformat()})
-    ref = RecordRef("hubspot", "deal", deal)
+    return RecordRef("hubspot", "deal", deal)
+
+
+def test_batons_own_note_costs_the_next_load_no_activity_reads(emu, installed):
+    ref = _deal_read_an_hour_ago(emu)
+    deal = ref.id
 
     installed.apply([_transfer(ref)])
     installed.load([ref])  # a reconcile loads before it applies: the note's stamp is carried
@@ -822,10 +827,8 @@ def test_batons_own_note_costs_the_next_load_no_activity_reads(emu, installed):
 
 
 def test_someone_elses_note_in_the_same_second_as_batons_is_read(emu, installed):
-    deal = new_deal(emu)
-    read_at = datetime.now(timezone.utc) - timedelta(hours=1)
-    emu.user_update("deals", deal, {"baton_activities_read_at": read_at.isoformat()})
-    ref = RecordRef("hubspot", "deal", deal)
+    ref = _deal_read_an_hour_ago(emu)
+    deal = ref.id
     installed.apply([_transfer(ref)])
     [baton_note] = emu.records("notes")
     right_after = parse_datetime(baton_note["hs_createdate"]) + timedelta(milliseconds=1)
@@ -839,9 +842,8 @@ def test_someone_elses_note_in_the_same_second_as_batons_is_read(emu, installed)
 
 
 def test_a_record_whose_stamps_were_lost_is_read_as_before(emu, installed):
-    deal = new_deal(emu)
-    emu.user_update("deals", deal, {"baton_activities_read_at": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()})
-    ref = RecordRef("hubspot", "deal", deal)
+    ref = _deal_read_an_hour_ago(emu)
+    deal = ref.id
     installed.apply([_transfer(ref)])
     emu.user_update("deals", deal, {"baton_own_activity_stamps": "not a stamp"})
     installed.calls.clear()

@@ -111,6 +111,16 @@ class Stack(WorkerHarness):
             "dealname": "Acme renewal", "pipeline": "default", "dealstage": "qualifiedtobuy",
             "hubspot_owner_id": owner}, by_owner_id=owner, at=datetime.now(timezone.utc) - timedelta(days=3))
 
+    def deal_reassigned_once(self) -> str:
+        """A deal Baton has seen, then Avery -> Bianca by Carlos, reconciled; call counts reset."""
+        self.deliver()
+        deal = self.new_deal(AVERY)
+        self.settle()
+        self.emu.user_set_owner("deals", deal, BIANCA, by_owner_id=CARLOS)
+        self.settle()
+        self.emu.reset_calls()
+        return deal
+
     def linked(self, deal_id: str, to_type: str) -> list[dict]:
         return [self.emu.record(to_type, i) for i in self.emu.associated_ids("deals", deal_id, to_type)]
 
@@ -178,12 +188,7 @@ def test_duplicated_and_shuffled_webhooks_change_nothing(stack):
 
 
 def test_writes_stop_after_one_external_change(stack):
-    stack.deliver()
-    deal = stack.new_deal(AVERY)
-    stack.settle()
-    stack.emu.user_set_owner("deals", deal, BIANCA, by_owner_id=CARLOS)
-    stack.settle()
-    stack.emu.reset_calls()
+    stack.deal_reassigned_once()
     stack.settle()  # our own write-backs have come back as webhooks and settled
     writes = [k for k, n in stack.emu.calls.items() if re.match(r"(POST|PATCH|PUT|DELETE) ", k)
               and "batch/read" not in k and "search" not in k]
@@ -193,12 +198,7 @@ def test_writes_stop_after_one_external_change(stack):
 def test_a_second_owner_change_reads_no_notes_baton_wrote(stack):
     """Baton's transfer note moved the deal's "Last activity date"; its stamp says whose it
     was, so the next change costs the record and its tasks, not its notes, emails and calls."""
-    stack.deliver()
-    deal = stack.new_deal(AVERY)
-    stack.settle()
-    stack.emu.user_set_owner("deals", deal, BIANCA, by_owner_id=CARLOS)
-    stack.settle()
-    stack.emu.reset_calls()
+    deal = stack.deal_reassigned_once()
 
     stack.emu.user_set_owner("deals", deal, CARLOS, by_owner_id=AVERY)
     stack.settle()
