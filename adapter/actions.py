@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping
 
 from adapter.model import RecordRef
+from adapter.visibility import to_second
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,7 @@ class LogTransfer:
     def source(self) -> str:
         """Baton's marker for this transfer: the same change always gets the same marker, so
         a transfer whose activity was written but whose record update was lost is not logged twice."""
-        at = self.at if self.at.tzinfo else self.at.replace(tzinfo=timezone.utc)
-        return f"baton:transfer:{at.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S}Z:{self.from_id or '-'}>{self.to_id or '-'}"
+        return f"baton:transfer:{to_second(self.at):%Y-%m-%dT%H:%M:%S}Z:{self.from_id or '-'}>{self.to_id or '-'}"
 
     @property
     def title(self) -> str:

@@ -40,7 +40,7 @@ def _who_acts(commitment: Commitment, activity: Activity, owners: OwnerDirectory
             return named.id
     if commitment.actor == "writer" and activity.direction != "inbound":
         author = owners.get(activity.author_owner_id)
-        if author and author.active and not author.is_queue:
+        if author and author.is_active_person:
             return author.id
     return record_owner
 

@@ -21,10 +21,13 @@ CRMS = ("hubspot", "salesforce")
 err = Console(stderr=True)
 
 
-def _connector(crm: str, settings: Settings):
+def _connector(crm: str, settings: Settings, redis=None):
+    """The one wiring point to `connectors/`, for commands and for worker processes (as their
+    connector factory). `redis` is the queue's connection: the HubSpot connector shares its
+    rate limit across workers through it."""
     from connectors import get_connector
 
-    return get_connector(crm, settings.values)
+    return get_connector(crm, settings.values, redis=redis)
 
 
 def cmd_init(args, settings: Settings) -> int:
@@ -159,18 +162,10 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
-def _connector_factory(crm: str, settings: Settings, redis=None):
-    """How worker processes build connectors: the one wiring point for rq jobs. `redis` is the
-    queue's connection (the HubSpot connector shares its rate limit across workers through it)."""
-    from connectors import get_connector
-
-    return get_connector(crm, settings.values, redis=redis)
-
-
 def cmd_worker(args, settings: Settings) -> int:
     from adapter.worker import run_worker
 
-    failed = run_worker(settings, burst=args.burst, count=args.count, connector_factory=_connector_factory)
+    failed = run_worker(settings, burst=args.burst, count=args.count, connector_factory=_connector)
     return 1 if failed else 0
 
 
@@ -182,7 +177,7 @@ def cmd_sweep(args, settings: Settings) -> int:
         err.print("no CRM is configured: set BATON_CRMS or a CRM's settings (see docs/configuration.md)")
         return 2
     for crm in crms:
-        queued = sweep(settings, crm, full=args.full, connector_factory=_connector_factory)
+        queued = sweep(settings, crm, full=args.full, connector_factory=_connector)
         print(f"{crm}: {sum(queued.values())} records queued "
               f"({', '.join(f'{n} {t}' for t, n in queued.items()) or 'none'})")
     return 0

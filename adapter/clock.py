@@ -105,10 +105,6 @@ class BusinessCalendar:
     def closing(self, day: date) -> datetime:
         return datetime.combine(day, self.closes, tzinfo=self.zone)
 
-    def end_of_business(self, day: date) -> datetime:
-        """When "by <day>" falls due: that day's closing time."""
-        return self.closing(day)
-
     def _clamp_forward(self, moment: datetime) -> datetime:
         """The first business instant at or after `moment` (in local time)."""
         local = self.local(moment)

@@ -262,12 +262,12 @@ def _period(text: str, rules: _Rules) -> date | None:
         return _last_workday_of_month(today.year, last_month, rules.workdays)
     year, month = today.year, today.month
     if next_one:
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        year, month = _next_month(year, month)
         if any(word in text for word in ("start", "beginning", "early")):
             return _next_workday(date(year, month, 1), rules.workdays)
     last = _last_workday_of_month(year, month, rules.workdays)
     if last < today:  # "end of month" on the 31st, a Saturday
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        year, month = _next_month(year, month)
         last = _last_workday_of_month(year, month, rules.workdays)
     return last
 
@@ -347,8 +347,12 @@ def _day_of_month(day: int, today: date) -> date | None:
     for _ in range(2):
         if day <= calendar.monthrange(year, month)[1] and date(year, month, day) >= today:
             return date(year, month, day)
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        year, month = _next_month(year, month)
     return None
+
+
+def _next_month(year: int, month: int) -> tuple[int, int]:
+    return (year + 1, 1) if month == 12 else (year, month + 1)
 
 
 def _end_of_work_week(day: date, workdays: frozenset[int]) -> date:

@@ -376,7 +376,8 @@ def _confidence(trigger, sentence, body, lead_in, deadline, hedged, vague) -> fl
     confidence = _BASE_CONFIDENCE[trigger.kind]
     if trigger.kind == "imperative" and sentence.in_task_list:
         confidence += 0.08
-    if deadline is not None and deadline.due is not None:
+    undated = deadline is None or deadline.due is None
+    if not undated:
         confidence += 0.15
     elif deadline is not None:
         confidence -= 0.15  # it names a day already past: more likely a report than a promise
@@ -384,14 +385,13 @@ def _confidence(trigger, sentence, body, lead_in, deadline, hedged, vague) -> fl
         confidence -= 0.1
     if hedged or _BODY_HEDGES.search(body):
         confidence = min(confidence, 0.65)
-    undated = deadline is None or deadline.due is None
     if vague and undated:
         confidence = min(confidence, 0.4)  # "let's touch base sometime"
     elif VAGUE_TIME.search(body) and undated:
         confidence = min(confidence, 0.7)  # "I'll send it over shortly": a promise, no date
     if trigger.kind == "unknown_named":
         confidence = min(confidence, 0.55)
-    if trigger.kind == "lets" and (deadline is None or deadline.due is None):
+    if trigger.kind == "lets" and undated:
         confidence = min(confidence, 0.5)
     return round(max(0.05, min(confidence, 0.95)), 2)
 

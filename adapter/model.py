@@ -77,6 +77,11 @@ class Owner:
     def label(self) -> str:
         return f"{self.name} <{self.email}>" if self.email else self.name
 
+    @property
+    def is_active_person(self) -> bool:
+        """Someone who can be given a record or a task now: not departed, not a queue."""
+        return self.active and not self.is_queue
+
 
 class OwnerDirectory:
     """The owners of one CRM account, looked up by id or email."""
@@ -101,11 +106,7 @@ class OwnerDirectory:
     def by_name(self, name: str) -> Owner | None:
         """Find an active person by first name or full name (for "Maria will call them")."""
         wanted = name.strip().lower()
-        matches = [
-            o for o in self._by_id.values()
-            if o.active and not o.is_queue
-            and (o.name.lower() == wanted or o.name.lower().split(" ")[0] == wanted)
-        ]
+        matches = [o for o in self.people() if o.name.lower() == wanted or o.name.lower().split(" ")[0] == wanted]
         return matches[0] if len(matches) == 1 else None
 
     def label(self, owner_id: str | None) -> str:
@@ -115,7 +116,7 @@ class OwnerDirectory:
         return owner.label if owner else f"(unknown owner {owner_id})"
 
     def people(self) -> list[Owner]:
-        return [o for o in self._by_id.values() if o.active and not o.is_queue]
+        return [o for o in self._by_id.values() if o.is_active_person]
 
     def __iter__(self):
         return iter(self._by_id.values())

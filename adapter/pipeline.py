@@ -15,7 +15,7 @@ from adapter.actions import Plan
 from adapter.model import OwnerDirectory, RecordRef, Snapshot
 from adapter.policy import Policy
 from adapter.ports import Connector, Failure
-from adapter.reconcile import Router, reconcile
+from adapter.reconcile import OVERDUE, Router, reconcile
 from adapter.routing import RoundRobinRouter, RotationCursor
 
 BATCH_SIZE = 100
@@ -127,7 +127,7 @@ def _reconcile_batch(connector, refs, policy, now, owners, router, dry_run) -> R
 
 def _summary(snapshot: Snapshot, plan: Plan, owners: OwnerDirectory) -> RecordSummary:
     # Age of the exception: how long overdue, otherwise how long the current holder has had it.
-    if plan.found == "overdue":
+    if plan.found == OVERDUE:
         since = min((t.due for t in snapshot.tasks if t.due and not t.completed and not t.is_prompt), default=None)
     else:
         since = snapshot.fields.get("owner_assigned_at") or snapshot.created_at

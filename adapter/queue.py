@@ -128,6 +128,13 @@ def _last_line(job: Job) -> str:
     return lines[-1] if lines else ""
 
 
+def _reconcile_job(crm: str, object_type: str, ids: Sequence[str]) -> dict:
+    """The arguments and options of a `reconcile_batch` job, the same whether it is enqueued or
+    parked, so a parked job that `retry_failed` requeues runs like any other."""
+    return dict(args=(crm, object_type, list(ids)), timeout=RECONCILE_TIMEOUT, result_ttl=3600, failure_ttl=-1,
+                retry=Retry(**RETRY))
+
+
 @dataclass(frozen=True)
 class MarkResult:
     accepted: int
@@ -206,9 +213,7 @@ class RealtimeQueue:
         current = time.time() if now is None else now
         header = [self.prefix, width, repr(float(current)), DRAIN_FLAG_TTL]
         accepted, kicked = self._mark(args=[*header, *scripts.mark_args(hints)])
-        for pair in kicked:
-            crm, object_type = pair.decode().split(":", 1)
-            self.enqueue_drain(crm, object_type)
+        self._enqueue_drains(kicked)
         return MarkResult(int(accepted), len(hints) - int(accepted), len(kicked))
 
     def enqueue_drain(self, crm: str, object_type: str) -> Job:
@@ -216,6 +221,12 @@ class RealtimeQueue:
             DRAIN_JOB, args=(crm, object_type), timeout=60, result_ttl=0, failure_ttl=24 * 3600,
             retry=Retry(max=3, interval=[5, 30, 120]), description=f"drain {crm}:{object_type}",
         )
+
+    def _enqueue_drains(self, kicked: Sequence[bytes]) -> None:
+        """A drain for each "crm:type" whose drain flag a script has just set."""
+        for pair in kicked:
+            crm, object_type = pair.decode().split(":", 1)
+            self.enqueue_drain(crm, object_type)
 
     def kick(self, crm: str, object_type: str) -> bool:
         """Enqueue a drain unless one is already queued (single flight). True if enqueued."""
@@ -288,8 +299,7 @@ class RealtimeQueue:
         """Enqueue `reconcile_batch(crm, object_type, ids)`; drop the ids' claims in the same MULTI."""
         with self.redis.pipeline(transaction=True) as pipe:
             job = self.rq.enqueue_call(
-                RECONCILE_JOB, args=(crm, object_type, list(ids)), timeout=RECONCILE_TIMEOUT,
-                result_ttl=3600, failure_ttl=-1, retry=Retry(**RETRY), pipeline=pipe,
+                RECONCILE_JOB, **_reconcile_job(crm, object_type, ids), pipeline=pipe,
                 description=f"reconcile {len(ids)} {crm}:{object_type}",
             )
             if claimed and ids:
@@ -316,9 +326,7 @@ class RealtimeQueue:
         for ref in refs:
             args += (f"{ref.crm}:{ref.object_type}", ref.id)
         released, kicked = self._unlock(keys=[self.key("lock", r.key) for r in refs], args=args)
-        for pair in kicked:
-            crm, object_type = pair.decode().split(":", 1)
-            self.enqueue_drain(crm, object_type)
+        self._enqueue_drains(kicked)
         return int(released)
 
     # deadlines ---------------------------------------------------------------------------
@@ -353,15 +361,16 @@ class RealtimeQueue:
         """Put back what dead processes left: expired claims to pending, abandoned rq jobs to
         retry (or the failed registry), and a drain for every non-empty pending set."""
         current = time.time() if now is None else now
+        types = self.pending_types()
         reaped = 0
-        for crm, object_type in self.pending_types():
+        for crm, object_type in types:
             reaped += int(self._reap(
                 keys=[self.key("claimed", crm, object_type), self.pending_key(crm, object_type)], args=[current]
             ))
         StartedJobRegistry(queue=self.rq).cleanup(timestamp=current)
         kicked = sum(
             self.kick(crm, object_type)
-            for crm, object_type in self.pending_types()
+            for crm, object_type in types
             if self.redis.scard(self.pending_key(crm, object_type))
         )
         return {"reclaimed": reaped, "drains": kicked}
@@ -387,8 +396,7 @@ class RealtimeQueue:
         """Record ids that failed for good as a failed `reconcile_batch` job, kept with the
         reason until `retry_failed` requeues it."""
         job = self.rq.create_job(
-            RECONCILE_JOB, args=(crm, object_type, list(ids)), timeout=RECONCILE_TIMEOUT,
-            result_ttl=3600, failure_ttl=-1, retry=Retry(**RETRY),
+            RECONCILE_JOB, **_reconcile_job(crm, object_type, ids),
             description=f"reconcile {len(ids)} {crm}:{object_type} (parked)",
         )
         job.origin = self.rq.name

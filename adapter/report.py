@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from adapter.pipeline import RecordSummary
+from adapter.reconcile import CLOSED, DUE_SOON, EXCEPTIONS, IGNORED, ON_TRACK
 
-STATUS_ORDER = ("ownerless", "queue_owned", "no_next_action", "overdue", "due_soon", "on_track", "closed", "ignored")
-EXCEPTIONS = ("ownerless", "queue_owned", "no_next_action", "overdue")
+#: Exceptions first: the order of the report's rows and counts.
+STATUS_ORDER = (*EXCEPTIONS, DUE_SOON, ON_TRACK, CLOSED, IGNORED)
 
 
 def age(since: datetime | None, now: datetime) -> str:

@@ -43,7 +43,7 @@ class RoundRobinRouter:
 
     def _person(self, email: str | None) -> Owner | None:
         owner = self.directory.by_email(email) if email else None
-        return owner if owner and owner.active and not owner.is_queue else None
+        return owner if owner and owner.is_active_person else None
 
     def __call__(self, snapshot: Snapshot) -> tuple[str, str] | None:
         candidates = [o for o in (self._person(e) for e in self.pool) if o is not None]

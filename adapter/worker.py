@@ -29,6 +29,7 @@ from adapter.errors import ConfigurationError, FatalCrmError, RetriableCrmError
 from adapter.model import RecordRef
 from adapter.pipeline import ACTIVITY_TYPES, make_router, reconcile_refs
 from adapter.policy import Policy, load_policy
+from adapter.ports import Failure
 from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
 
@@ -165,17 +166,19 @@ def process_batch(queue: RealtimeQueue, connector, policy: Policy, refs: Sequenc
     queue.schedule(result.deadlines, done=outcome.reconciled)
     fatal = [f for f in failed.values() if not f.retriable]
     if fatal:
-        _park(queue, [f.ref for f in fatal], "; ".join(f"{f.ref}: {f.reason}" for f in fatal))
+        _park(queue, [f.ref for f in fatal], _reasons(fatal))
         outcome.parked = [f.ref for f in fatal]
-    outcome.retriable = [f.ref for f in failed.values() if f.retriable]
-    if outcome.retriable:
-        error = RetriableCrmError(
-            f"{len(outcome.retriable)} record(s) failed and will be retried: "
-            + "; ".join(f"{f.ref}: {f.reason}" for f in failed.values() if f.retriable)
-        )
+    retriable = [f for f in failed.values() if f.retriable]
+    outcome.retriable = [f.ref for f in retriable]
+    if retriable:
+        error = RetriableCrmError(f"{len(retriable)} record(s) failed and will be retried: {_reasons(retriable)}")
         error.refs = outcome.retriable  # what the retry needs to redo; the rest is done
         raise error
     return outcome
+
+
+def _reasons(failures: Sequence[Failure]) -> str:
+    return "; ".join(f"{f.ref}: {f.reason}" for f in failures)
 
 
 def _park(queue: RealtimeQueue, refs: Sequence[RecordRef], reason: str) -> None:
