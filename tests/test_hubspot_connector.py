@@ -296,6 +296,26 @@ def test_closed_comes_from_pipeline_metadata_and_pipelines_are_read_once(emu, hu
     assert hubspot.calls["GET /crm/v3/pipelines/deals"] == 1
 
 
+def test_a_stage_no_pipeline_lists_costs_one_reread_not_one_per_record():
+    from types import SimpleNamespace
+
+    from connectors.hubspot.reader import StageIndex
+
+    reads = []
+
+    def get_all(hubspot_type):
+        reads.append(hubspot_type)
+        stage = SimpleNamespace(id="closedwon", metadata={"isClosed": "true"})
+        return SimpleNamespace(results=[SimpleNamespace(stages=[stage])])
+
+    stages = StageIndex(SimpleNamespace(crm=SimpleNamespace(pipelines=SimpleNamespace(
+        pipelines_api=SimpleNamespace(get_all=get_all)))))
+
+    assert [stages.is_closed("deals", s) for s in ("closedwon", "deleted", "deleted", "deleted")] == \
+        [True, False, False, False]
+    assert len(reads) == 2  # the first read, and one more when "deleted" was not in it
+
+
 def test_records_for_resolves_tasks_and_notes_to_their_records(emu, hubspot):
     deal = new_deal(emu)
     contact = emu.user_create_record("contacts", {"firstname": "Ann"})

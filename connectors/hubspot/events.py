@@ -27,16 +27,15 @@ import msgspec
 from adapter.errors import MalformedWebhook
 from adapter.model import Event
 
-CRM = "hubspot"
+from .fields import ACTIVITY_TYPE_IDS, CRM, OBJECT_TYPE_IDS, OWNER_PROPERTY
 
 #: Legacy subscription prefix → neutral object type.
 LEGACY_OBJECTS = {"contact": "contact", "company": "company", "deal": "deal", "ticket": "ticket"}
 
 #: objectTypeId → neutral object type, for records Baton reconciles.
-RECORD_TYPE_IDS = {"0-1": "contact", "0-2": "company", "0-3": "deal", "0-5": "ticket"}
+RECORD_TYPE_IDS = {type_id: object_type for object_type, type_id in OBJECT_TYPE_IDS.items()}
 
-#: objectTypeId → activity kind; the event's object type is the activity kind too.
-ACTIVITY_TYPE_IDS = {"0-27": "task", "0-46": "note", "0-49": "email", "0-48": "call"}
+#: Activity kinds (`ACTIVITY_TYPE_IDS`' values): an activity event's object type is its kind too.
 ACTIVITY_KINDS = frozenset(ACTIVITY_TYPE_IDS.values())
 
 #: HubSpot's action (the part after the dot) → Event.kind for records.
@@ -50,7 +49,6 @@ ACTIONS = {
     "restore": "restored",
 }
 
-OWNER_PROPERTY = "hubspot_owner_id"
 #: changeSource values HubSpot stamps on writes made through the API by an app.
 APP_CHANGE_SOURCES = frozenset({"INTEGRATION", "API"})
 

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from adapter.manifest import FieldSpec, field_specs, load_manifest
-from adapter.model import RecordRef
+from adapter.model import stored_marker
 
 CRM = "hubspot"
 
@@ -25,6 +25,8 @@ OBJECT_TYPE_IDS = {"contact": "0-1", "company": "0-2", "deal": "0-3", "ticket": 
 TASKS, NOTES, EMAILS, CALLS = "tasks", "notes", "emails", "calls"
 #: Activity refs (as webhooks name them: "task", "note", ...) -> HubSpot object name.
 ACTIVITY_OBJECTS = {"task": TASKS, "note": NOTES, "email": EMAILS, "call": CALLS}
+#: HubSpot object type id of an engagement -> its activity ref type (webhooks, project files).
+ACTIVITY_TYPE_IDS = {"0-27": "task", "0-46": "note", "0-49": "email", "0-48": "call"}
 
 #: HubSpot-defined association type ids for the engagements Baton creates.
 TASK_ASSOCIATION_TYPES = {"deal": 216, "contact": 204, "company": 192, "ticket": 230}
@@ -263,9 +265,9 @@ def parse_datetime(raw: str | datetime | None) -> datetime | None:
 
 
 # -- Baton's marker ----------------------------------------------------------------------
-def encode_marker(source: str, ref: RecordRef) -> str:
-    """The stored marker: the action's source plus the record it belongs to."""
-    return f"{source}|{ref.key}"
+#: The stored marker: the action's source plus the record it belongs to (the core's format,
+#: which `adapter.model.read_marker` reads back).
+encode_marker = stored_marker
 
 
 def decode_marker(raw: str | None) -> str | None:

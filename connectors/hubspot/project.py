@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from .fields import ACTIVITY_TYPE_IDS
+
 PLATFORM_VERSION = "2025.2"
-#: Engagement objects arrive only as generic `object.*` subscriptions (DESIGN.md).
-ENGAGEMENT_TYPES = {"0-27": "task", "0-46": "note", "0-49": "email", "0-48": "call"}
 
 
 def webhook_subscriptions(manifest: Mapping[str, Any]) -> dict[str, list[dict]]:
@@ -25,7 +25,8 @@ def webhook_subscriptions(manifest: Mapping[str, Any]) -> dict[str, list[dict]]:
         if "propertyName" in subscription:
             entry["propertyName"] = subscription["propertyName"]
         if "objectTypeId" in subscription:
-            entry["objectType"] = ENGAGEMENT_TYPES[subscription["objectTypeId"]]
+            # Engagement objects arrive only as generic `object.*` subscriptions (DESIGN.md).
+            entry["objectType"] = ACTIVITY_TYPE_IDS[subscription["objectTypeId"]]
             generic.append(entry)
         else:
             legacy.append(entry)

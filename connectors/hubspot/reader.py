@@ -48,13 +48,18 @@ class StageIndex:
     def __init__(self, client):
         self._client = client
         self._closed: dict[str, dict[str, bool]] = {}
+        #: Stages a refresh did not list either (deleted since a record was put in them): one
+        #: pipelines read per stage, not one per record in it.
+        self._unlisted: dict[str, set[str]] = {}
 
     def is_closed(self, hubspot_type: str, stage: str | None) -> bool:
         if not stage:
             return False
         stages = self._stages(hubspot_type)
-        if stage not in stages:  # a stage added since we cached: look once more
-            stages = self._stages(hubspot_type, refresh=True)
+        if stage not in stages and stage not in self._unlisted.get(hubspot_type, ()):
+            stages = self._stages(hubspot_type, refresh=True)  # a stage added since we cached: look once more
+            if stage not in stages:
+                self._unlisted.setdefault(hubspot_type, set()).add(stage)
         return stages.get(stage, False)
 
     def closed_stages(self, hubspot_type: str) -> list[str]:

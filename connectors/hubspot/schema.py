@@ -14,7 +14,7 @@ from hubspot.crm.properties import BatchInputPropertyCreate, OptionInput, Proper
 from adapter.errors import FatalCrmError
 from adapter.ports import InstallReport
 
-from .batches import chunked
+from .batches import batch_errors, chunked
 from .fields import MARKER_OBJECTS, HubSpotFields
 from .transport import HubSpotApiError
 
@@ -77,7 +77,7 @@ class SchemaInstaller:
         for chunk in chunked(missing):
             response = self._client.crm.properties.batch_api.create(
                 hubspot_type, BatchInputPropertyCreate(inputs=[_create_body(d) for d in chunk]))
-            for error in getattr(response, "errors", None) or ():
+            for error in batch_errors(response):
                 if error.category != "OBJECT_ALREADY_EXISTS":  # created meanwhile: fine
                     errors.append(f"{hubspot_type}: {error.category}: {error.message}")
         for definition in drifted:
