@@ -324,13 +324,17 @@ class SalesforceApi:
         if self._sf is None:
             s = self.settings
             if s.session_id and s.instance_url:
-                session_id = s.session_id
                 parsed = urlparse(s.instance_url if "//" in s.instance_url else f"https://{s.instance_url}")
-                instance = parsed.netloc
+                self._connect(s.session_id, parsed.netloc)
             else:
-                session_id, instance = self._login()
-            self._sf = Salesforce(session_id=session_id, instance=instance, version=s.api_version, session=self.http)
+                self._connect(*self._login())
         return self._sf
+
+    def _connect(self, session_id: str, instance: str) -> None:
+        """A direct-session client on Baton's HTTP session: every URL and header built by
+        simple-salesforce itself, and no Metadata API client holding an older session."""
+        self._sf = Salesforce(session_id=session_id, instance=instance, version=self.settings.api_version,
+                              session=self.http)
 
     @property
     def instance_url(self) -> str:
@@ -341,18 +345,11 @@ class SalesforceApi:
         return login(self.settings, self.http)
 
     def refresh(self) -> None:
-        """Log in again and point the client at the new session (headers rebuilt)."""
+        """Log in again and replace the client with one on the new session."""
         if self.settings.auth_method == "session":
             raise FatalCrmError("Salesforce session expired (INVALID_SESSION_ID) and only "
                                 "SALESFORCE_SESSION_ID is configured; set credentials to refresh", status=401)
-        session_id, instance = self._login()
-        sf = self.sf
-        sf.session_id, sf.sf_instance = session_id, instance
-        sf._generate_headers()  # Authorization for the new session
-        for attr, suffix in (("base_url", f"/services/data/v{sf.sf_version}/"),
-                             ("metadata_url", f"/services/Soap/m/{sf.sf_version}/")):
-            setattr(sf, attr, f"https://{instance}{suffix}")
-        sf._mdapi = None  # its SOAP SessionHeader holds the old session id
+        self._connect(*self._login())
         log.info("salesforce session refreshed")
 
     # usage
@@ -420,16 +417,17 @@ class SalesforceApi:
 
     def query_iter(self, soql: str, endpoint: str = "query") -> Iterator[dict]:
         """Every record of a SOQL query, page by page (nextRecordsUrl), each page one call."""
-        page = self.call(endpoint, lambda sf: sf.query(soql))
-        while True:
-            yield from page["records"]
+        yield from self.records(self.call(endpoint, lambda sf: sf.query(soql)), endpoint)
+
+    def records(self, page: Mapping[str, Any] | None, endpoint: str = "query_more") -> Iterator[dict]:
+        """Every record of a query result, or of a sub-query's result inside a record, following
+        nextRecordsUrl: each further page is one `query_more` call."""
+        while page:
+            yield from page.get("records") or ()
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 return
             url = page["nextRecordsUrl"]
             page = self.call(endpoint, lambda sf: sf.query_more(url, identifier_is_url=True))
-
-    def more(self, url: str) -> dict:
-        return self.call("query_more", lambda sf: sf.query_more(url, identifier_is_url=True))
 
     def collection(self, method: str, records: list[dict]) -> list[dict]:
         """One sObject Collections call (≤ 200 records, allOrNone false, auto-assign off).

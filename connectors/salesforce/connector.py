@@ -110,7 +110,7 @@ class SalesforceConnector:
             "Opportunity": "IsClosed = false",
             "Case": "IsClosed = false",
         }
-        where = [c for c in (conditions.get(sobject),) if c]
+        where = [conditions[sobject]] if sobject in conditions else []
         if since is not None:
             where.append(f"SystemModstamp >= {soql_datetime(since)}")
         soql = f"SELECT Id, SystemModstamp FROM {sobject}"

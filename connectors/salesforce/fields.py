@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from simple_salesforce.format import quote_soql_value
+
 from adapter.manifest import FieldSpec, field_specs, load_manifest
 
 CRM = "salesforce"
@@ -110,12 +112,8 @@ def end_of_day(day: date, tz: tzinfo) -> datetime:
 
 
 def soql_quote(value: str) -> str:
-    """A SOQL string literal: quotes and backslashes escaped."""
-    escaped = (
-        str(value).replace("\\", "\\\\").replace("'", "\\'")
-        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    )
-    return f"'{escaped}'"
+    """A SOQL string literal, escaped by simple-salesforce (quotes, backslashes, control characters)."""
+    return quote_soql_value(str(value))
 
 
 def soql_in(values: Iterable[str]) -> str:

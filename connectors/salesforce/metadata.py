@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 from adapter.errors import FatalCrmError
 from adapter.ports import InstallReport
-from connectors.salesforce.fields import CRM, SOURCE_FIELD, FieldMap
+from connectors.salesforce.fields import CRM, SOURCE_FIELD, FieldMap, chunks
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,6 @@ def _field_definition(full_name: str, label: str, kind: str, description: str,
 
 # --- the Metadata API --------------------------------------------------------------------
 
-def _batches(items: list, size: int = MDAPI_BATCH):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _as_list(value: Any) -> list:
     if value is None:
         return []
@@ -212,7 +207,7 @@ def install(api, manifest: Mapping[str, Any], *, dry_run: bool = False, enforce:
     mdapi = _LiveMetadata(api)
 
     create, update = [], []
-    for batch in _batches(want.fields):
+    for batch in chunks(want.fields, MDAPI_BATCH):
         found = _as_list(_call(mdapi, "read CustomField", lambda: mdapi.CustomField.read([d.full_name for d in batch])))
         by_name = {c.fullName: c for c in found if c is not None and getattr(c, "fullName", None)}
         for d in batch:
@@ -226,9 +221,9 @@ def install(api, manifest: Mapping[str, Any], *, dry_run: bool = False, enforce:
     report.created += [d.full_name for d in create]
     report.updated += [d.full_name for d in update]
     if not dry_run:
-        for batch in _batches(create):
+        for batch in chunks(create, MDAPI_BATCH):
             _call(mdapi, "create CustomField", lambda: mdapi.CustomField.create([_field_component(mdapi, d) for d in batch]))
-        for batch in _batches(update):
+        for batch in chunks(update, MDAPI_BATCH):
             _call(mdapi, "update CustomField", lambda: mdapi.CustomField.update([_field_component(mdapi, d) for d in batch]))
 
     _install_permission_set(mdapi, want.permission_set, want.read_fields, editable=False, report=report,
@@ -287,7 +282,7 @@ def _install_rules(mdapi, want: Desired, report: InstallReport, dry_run: bool) -
                 description="Integrations and data loads may save records that break Baton's validation rules.")]))
     else:
         report.unchanged.append(f"CustomPermission.{BYPASS_PERMISSION}")
-    for batch in _batches(want.rules):
+    for batch in chunks(want.rules, MDAPI_BATCH):
         found = _as_list(_call(mdapi, "read ValidationRule", lambda: mdapi.ValidationRule.read([r.full_name for r in batch])))
         by_name = {c.fullName: c for c in found if c is not None and getattr(c, "fullName", None)}
         create, update = [], []

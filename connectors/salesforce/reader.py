@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
@@ -102,8 +102,7 @@ class Reader:
                 owner_history=tuple(history.get(rid, ())),
                 owner_history_tracked=tracked,
                 activities=tuple(sorted(recent, key=lambda a: (a.at, a.id))),
-                related=tuple(RecordRef(CRM, "account", to_18(record["AccountId"]))
-                              for _ in (1,) if record.get("AccountId")),
+                related=(RecordRef(CRM, "account", to_18(record["AccountId"])),) if record.get("AccountId") else (),
                 url=self._url(sobject, rid),
             ))
 
@@ -118,24 +117,14 @@ class Reader:
         return (f"SELECT {', '.join(columns)}, ({tasks}), (SELECT ContentDocumentId FROM ContentDocumentLinks) "
                 f"FROM {sobject} WHERE Id IN {soql_in(ids)}")
 
-    def _children(self, record: Mapping[str, Any], relationship: str) -> list[dict]:
-        page = record.get(relationship)
-        rows: list[dict] = []
-        while page:
-            rows.extend(page.get("records") or ())
-            if page.get("done", True) or not page.get("nextRecordsUrl"):
-                break
-            page = self.api.more(page["nextRecordsUrl"])
-        return rows
-
     def _tasks(self, record: Mapping[str, Any], ref: RecordRef) -> tuple[list[Task], list[Activity]]:
         tasks, calls = [], []
         tz = self._timezone()
-        for row in self._children(record, "Tasks"):
+        for row in self.api.records(record.get("Tasks")):
             source, foreign = read_marker(row.get(SOURCE_FIELD), ref)
             due = None
             if row.get("ActivityDate"):
-                due = end_of_day(datetime.fromisoformat(row["ActivityDate"]).date(), tz)
+                due = end_of_day(date.fromisoformat(row["ActivityDate"]), tz)
             completed = bool(row.get("IsClosed"))
             if not completed or source:
                 tasks.append(Task(row["Id"], row.get("Subject") or "", due, row.get("OwnerId"), completed,
@@ -241,7 +230,7 @@ class Reader:
         """ContentNotes linked to the records (links come from the record query's sub-query)."""
         linked: dict[str, list[str]] = defaultdict(list)
         for rid, record in records.items():
-            for link in self._children(record, "ContentDocumentLinks"):
+            for link in self.api.records(record.get("ContentDocumentLinks")):
                 linked[to_18(link["ContentDocumentId"])].append(rid)
         out: dict[str, list[Activity]] = defaultdict(list)
         for chunk in chunks(list(linked), 500):

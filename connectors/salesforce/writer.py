@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from adapter.actions import AssignOwner, CreateTask, LogTransfer, Plan, SetFields, UpdateTask
 from adapter.errors import FatalCrmError, RetriableCrmError
-from adapter.model import RecordRef
+from adapter.model import RecordRef, stored_marker
 from adapter.ports import ApplyResult, Failure
 from connectors.salesforce.auth import RETRY_LATER_CODES, OutcomeUnknown, SalesforceApi
 from connectors.salesforce.fields import (
@@ -58,7 +59,7 @@ class Writer:
         except RetriableCrmError as exc:
             if not outcome.succeeded:
                 raise  # nothing written yet: the whole job retries after exc.retry_after
-            pending = [op for op in updates + creates if id(op) not in outcome.settled]
+            pending = [op for op in updates + creates if op not in outcome.settled]
             for op in pending:
                 outcome.fail(op, f"not written: {exc}", retriable=True)
         return outcome.result(plans)
@@ -107,7 +108,7 @@ class Writer:
 
     def _task_body(self, ref: RecordRef, sobject: str, values: dict[str, Any], source: str) -> dict[str, Any]:
         link = "WhoId" if sobject == "Lead" else "WhatId"
-        return {"attributes": {"type": "Task"}, link: ref.id, **values, SOURCE_FIELD: f"{source}|{ref.key}"}
+        return {"attributes": {"type": "Task"}, link: ref.id, **values, SOURCE_FIELD: stored_marker(source, ref)}
 
     def _send(self, method: str, ops: list["_Op"], outcome: "_Outcome") -> None:
         """One collection call, then per-record retries of busy rows (UNABLE_TO_LOCK_ROW)."""
@@ -165,11 +166,11 @@ class Writer:
         return list(markers.values())
 
 
+@dataclass(eq=False, slots=True)  # compared and hashed by identity: two equal bodies are two writes
 class _Op:
-    __slots__ = ("ref", "sobject", "body")
-
-    def __init__(self, ref: RecordRef, sobject: str, body: dict[str, Any]):
-        self.ref, self.sobject, self.body = ref, sobject, body
+    ref: RecordRef
+    sobject: str
+    body: dict[str, Any]
 
 
 class _Outcome:
@@ -178,14 +179,14 @@ class _Outcome:
     def __init__(self):
         self.succeeded = 0
         self.failures: dict[RecordRef, list[tuple[str, bool]]] = defaultdict(list)
-        self.settled: set[int] = set()  # id() of every op with a known outcome
+        self.settled: set[_Op] = set()  # every op with a known outcome
 
     def ok(self, op: _Op) -> None:
         self.succeeded += 1
-        self.settled.add(id(op))
+        self.settled.add(op)
 
     def fail(self, op: _Op, reason: str, *, retriable: bool) -> None:
-        self.settled.add(id(op))
+        self.settled.add(op)
         self.failures[op.ref].append((reason, retriable))
 
     def result(self, plans: Iterable[Plan]) -> ApplyResult:
