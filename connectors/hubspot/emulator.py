@@ -329,7 +329,9 @@ def create_app(emu: HubSpotEmulator) -> Flask:
             if fault.status is not None:
                 if fault.status == 429:
                     emu.rate_limited += 1
-                return _fault_response(emu, fault.status, fault.body)
+                response = _fault_response(emu, fault.status, fault.body)
+                response.headers.update(fault.headers)
+                return response
         authorization = request.headers.get("Authorization", "")
         if authorization != f"Bearer {emu.token}":
             message = ("Authentication credentials not found. This API supports OAuth 2.0 authentication and you "

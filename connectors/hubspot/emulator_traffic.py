@@ -1,15 +1,16 @@
-"""Traffic shaping for the emulator: HubSpot's rate limits and injected faults."""
+"""Traffic shaping for the emulator: HubSpot's rate limits, and the injected faults both
+emulators share (`connectors/emulator_faults.py`)."""
 
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Callable
+
+from connectors.emulator_faults import Fault, FaultInjector
 
 __all__ = ["RateLimiter", "RateDecision", "Fault", "FaultInjector"]
 
@@ -82,69 +83,3 @@ class RateLimiter:
                 self._searches.append(now)
             self._daily_used += 1
             return RateDecision(True, self._headers(self.per_ten_seconds - len(self._calls)))
-
-
-@dataclass
-class Fault:
-    """An answer to force on matching requests: a status (with an optional body) and/or a delay."""
-
-    method: str | None
-    path: str | re.Pattern
-    status: int | None = 500
-    times: int | None = 1  # None: every matching request, until removed
-    delay: float = 0.0
-    body: dict | str | None = None
-    hits: int = 0
-
-    def matches(self, method: str, path: str, template: str) -> bool:
-        if self.method and self.method.upper() != method:
-            return False
-        if isinstance(self.path, re.Pattern):
-            return bool(self.path.fullmatch(path) or self.path.fullmatch(template))
-        return fnmatchcase(path, self.path) or fnmatchcase(template, self.path)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.times is not None and self.hits >= self.times
-
-
-class FaultInjector:
-    """`emu.faults`: queue failures and slow answers for chosen endpoints.
-
-    `path` is an exact path, a glob ("/crm/v3/objects/*/batch/*"), a call-count template
-    ("/crm/v3/objects/deals/{objectId}") or a compiled regex. Faults are tried in the order
-    they were added; each fires `times` times (None: until `remove`/`clear`).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-
-    def add(self, method: str | None = None, path: str | re.Pattern = "*", status: int | None = 500,
-            times: int | None = 1, delay: float = 0.0, body: dict | str | None = None) -> Fault:
-        fault = Fault(method, path, status, times, delay, body)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def remove(self, fault: Fault) -> None:
-        with self._lock:
-            if fault in self._faults:
-                self._faults.remove(fault)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def take(self, method: str, path: str, template: str) -> Fault | None:
-        """The first live fault matching the request, counting the hit."""
-        with self._lock:
-            for fault in self._faults:
-                if not fault.exhausted and fault.matches(method, path, template):
-                    fault.hits += 1
-                    return fault
-        return None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(not f.exhausted for f in self._faults)

@@ -103,8 +103,8 @@ class WebhookSender(BackgroundDelivery):
         self._retries: list[tuple[float, int, int, list[dict]]] = []  # (due, seq, attempt, events)
         self._sequence = itertools.count()
         self._event_ids = itertools.count(1)
-        self._in_flight = 0
         self._held = 0
+        self._session = requests.Session()
 
     def configure(self, target_url: str, client_secret: str, app_id: int | None = None,
                   subscriptions: list[str] | None = None, max_attempts: int = 10,
@@ -172,8 +172,7 @@ class WebhookSender(BackgroundDelivery):
         return event
 
     # -- delivery ---------------------------------------------------------------------------
-    def _next_batch(self) -> tuple[int, list[dict]] | None:
-        """Wait for work; called with the condition held."""
+    def _wait_for_work(self) -> tuple[int, list[dict]] | None:
         while not self._stopping:
             now = time.monotonic()
             if self._retries and self._retries[0][0] <= now:
@@ -186,34 +185,24 @@ class WebhookSender(BackgroundDelivery):
             self._condition.wait(timeout)
         return None
 
-    def _run(self) -> None:
-        session = requests.Session()
-        while True:
-            with self._condition:
-                work = self._next_batch()
-                if work is None:
-                    return
-                self._in_flight += 1
-            attempt, events = work
-            ok = False
-            try:
-                ok = self._post(session, attempt, events)
-                if ok and self.duplicate:
-                    self._post(session, attempt, events)  # at-least-once: the receiver sees it twice
-            finally:
-                with self._condition:
-                    self._in_flight -= 1
-                    if ok:
-                        self.delivered += len(events)
-                    elif attempt + 1 < self.max_attempts:
-                        delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
-                        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._sequence),
-                                                       attempt + 1, events))
-                    else:
-                        self.failed += len(events)
-                    self._condition.notify_all()
+    def _deliver(self, work: tuple[int, list[dict]]) -> bool:
+        attempt, events = work
+        ok = self._post(attempt, events)
+        if ok and self.duplicate:
+            self._post(attempt, events)  # at-least-once: the receiver sees it twice
+        return ok
 
-    def _post(self, session: requests.Session, attempt: int, events: list[dict]) -> bool:
+    def _settle(self, work: tuple[int, list[dict]], delivered: bool) -> None:
+        attempt, events = work
+        if delivered:
+            self.delivered += len(events)
+        elif attempt + 1 < self.max_attempts:
+            delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+            heapq.heappush(self._retries, (time.monotonic() + delay, next(self._sequence), attempt + 1, events))
+        else:
+            self.failed += len(events)
+
+    def _post(self, attempt: int, events: list[dict]) -> bool:
         batch = [{**event, "attemptNumber": attempt} for event in events]
         if self.shuffle:
             self._rng.shuffle(batch)
@@ -233,7 +222,7 @@ class WebhookSender(BackgroundDelivery):
             self.attempts += 1
             self.sent_batches.append(batch)
         try:
-            response = session.post(self.target_url, data=body, headers=headers, timeout=self.timeout)
+            response = self._session.post(self.target_url, data=body, headers=headers, timeout=self.timeout)
         except requests.RequestException:
             return False
         return 200 <= response.status_code < 300
@@ -251,5 +240,5 @@ class WebhookSender(BackgroundDelivery):
                 self._held -= 1
                 self._condition.notify_all()
 
-    def _busy(self) -> bool:
-        return bool(self._pending or self._retries or self._in_flight)
+    def _queued(self) -> bool:
+        return bool(self._pending or self._retries)

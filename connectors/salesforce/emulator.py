@@ -20,7 +20,6 @@ unchanged. Everything answers with Salesforce's shapes and error bodies; see the
 from __future__ import annotations
 
 import base64
-import fnmatch
 import os
 import re
 import shutil
@@ -30,7 +29,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
@@ -42,6 +40,8 @@ from flask import Flask, Response, g, request
 from requests.adapters import HTTPAdapter
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from connectors.emulator_faults import FaultInjector
 
 from .emulator_auth import Credentials, SessionRegistry, auth_blueprint
 from .emulator_metadata import MetadataStore, metadata_blueprint
@@ -67,52 +67,8 @@ _DEFAULT_FAULT_BODIES = {
 }
 
 
-@dataclass
-class _Fault:
-    method: str
-    path_pattern: str
-    status: int | None
-    remaining: int | None
-    delay: float
-    body: Any
-    headers: dict[str, str]
-
-
-class FaultPlan:
-    """Injected failures: the next `times` requests matching method and path pattern fail.
-
-    `path_pattern` is an fnmatch pattern tried against both the real path and its templated
-    form ("/services/data/vXX.X/composite/sobjects"), so "*/composite/sobjects" works.
-    `status=None` with a `delay` only slows the request down (for timeout tests).
-    """
-
-    def __init__(self) -> None:
-        self._faults: list[_Fault] = []
-        self._lock = threading.Lock()
-
-    def add(self, method: str, path_pattern: str, status: int | None = 500, times: int | None = 1,
-            delay: float = 0.0, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        with self._lock:
-            self._faults.append(_Fault(method.upper(), path_pattern, status, times, delay, body, headers or {}))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def take(self, method: str, path: str, template: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.method not in {"*", method}:
-                    continue
-                if not (fnmatch.fnmatchcase(path, fault.path_pattern)
-                        or fnmatch.fnmatchcase(template, fault.path_pattern)):
-                    continue
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                return fault
-        return None
+# Kept under its old name: the injector is shared with the HubSpot emulator.
+FaultPlan = FaultInjector
 
 
 class SalesforceEmulator:
@@ -130,7 +86,7 @@ class SalesforceEmulator:
         self.sessions = SessionRegistry(org_id)
         self.metadata = MetadataStore(self.state)
         self.outbound = OutboundMessages(self)
-        self.faults = FaultPlan()
+        self.faults = FaultInjector()
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self._host, self._port = host, port

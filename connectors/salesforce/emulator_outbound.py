@@ -108,7 +108,6 @@ class OutboundMessages(BackgroundDelivery):
         self._settings: _Settings | None = None
         self._pending: list[_Batch] = []
         self._fresh: list[_Notification] = []
-        self._in_flight = 0
         self._random = random.Random(0)
         self.delivered = 0  # notifications acknowledged
         self.failed = 0  # notifications given up after max_attempts
@@ -174,8 +173,8 @@ class OutboundMessages(BackgroundDelivery):
             raise ValueError(f"{obj.name} has no field {name!r}")
         return definition.name
 
-    def _busy(self) -> bool:
-        return bool(self._fresh or self._pending or self._in_flight)
+    def _queued(self) -> bool:
+        return bool(self._fresh or self._pending)
 
     # ------------------------------------------------------------------ queueing
     def _on_change(self, change: Change) -> None:
@@ -212,32 +211,24 @@ class OutboundMessages(BackgroundDelivery):
             return _Batch(action_id, chosen)
         return None
 
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                batch = None
-                while not self._stopping:
-                    batch = self._next_batch() if self._settings else None
-                    if batch is not None:
-                        break
-                    self._condition.wait(0.02)
-                if self._stopping:
-                    return
-                self._in_flight += 1
-                settings = self._settings
-            acknowledged = False
-            try:
-                acknowledged = self._post(batch, settings)  # type: ignore[arg-type]
-                if acknowledged and settings.duplicate:  # type: ignore[union-attr]
-                    self._post(batch, settings)  # type: ignore[arg-type]
-            finally:
-                with self._condition:
-                    self._in_flight -= 1
-                    self._settle(batch, acknowledged, settings)  # type: ignore[arg-type]
-                    self._condition.notify_all()
+    def _wait_for_work(self) -> tuple[_Batch, _Settings] | None:
+        while not self._stopping:
+            batch = self._next_batch() if self._settings else None
+            if batch is not None:
+                return batch, self._settings  # type: ignore[return-value]
+            self._condition.wait(0.02)
+        return None
 
-    def _settle(self, batch: _Batch, acknowledged: bool, settings: _Settings) -> None:
-        if acknowledged:
+    def _deliver(self, work: tuple[_Batch, _Settings]) -> bool:
+        batch, settings = work
+        acknowledged = self._post(batch, settings)
+        if acknowledged and settings.duplicate:
+            self._post(batch, settings)
+        return acknowledged
+
+    def _settle(self, work: tuple[_Batch, _Settings], delivered: bool) -> None:
+        batch, settings = work
+        if delivered:
             self.delivered += len(batch.notifications)
             return
         batch.attempt += 1

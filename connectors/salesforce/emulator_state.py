@@ -184,20 +184,20 @@ class OrgState:
     def insert(self, sobject: str, values: dict, *, actor: str, auto_assign: bool = True,
                at: datetime | None = None) -> str:
         """Create one record or raise `DmlError`/`SalesforceError` (for helpers and single REST calls)."""
-        result = self.save([("insert", sobject, None, values)], actor=actor, all_or_none=True,
-                           auto_assign=auto_assign, at=at)[0]
-        if not result.success:
-            error = result.errors[0]
-            raise DmlError(error["statusCode"], error["message"], error["fields"])
-        return result.id  # type: ignore[return-value]
+        return self._save_one("insert", sobject, None, values, actor, auto_assign, at).id  # type: ignore[return-value]
 
     def update(self, sobject: str, record_id: str, values: dict, *, actor: str, auto_assign: bool = True,
                at: datetime | None = None) -> None:
-        result = self.save([("update", sobject, record_id, values)], actor=actor, all_or_none=True,
+        self._save_one("update", sobject, record_id, values, actor, auto_assign, at)
+
+    def _save_one(self, operation: str, sobject: str, record_id: str | None, values: dict, actor: str,
+                  auto_assign: bool, at: datetime | None) -> SaveResult:
+        result = self.save([(operation, sobject, record_id, values)], actor=actor, all_or_none=True,
                            auto_assign=auto_assign, at=at)[0]
         if not result.success:
             error = result.errors[0]
             raise DmlError(error["statusCode"], error["message"], error["fields"])
+        return result
 
     def save(self, operations: list[tuple[str, str, str | None, dict]], *, actor: str, all_or_none: bool,
              auto_assign: bool, at: datetime | None = None) -> list[SaveResult]:
