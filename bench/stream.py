@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import random
 import signal
@@ -39,13 +38,12 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-from werkzeug.serving import make_server  # noqa: E402
 
 from adapter import worker as worker_module  # noqa: E402
 from adapter.manifest import load_manifest  # noqa: E402
@@ -54,10 +52,10 @@ from adapter.queue import RealtimeQueue, connect  # noqa: E402
 from adapter.settings import Settings  # noqa: E402
 from connectors import get_connector  # noqa: E402
 from connectors.demo import demo_policy_mapping  # noqa: E402
+from connectors.demo_realtime import receiver  # noqa: E402
 from connectors.hubspot.emulator import HubSpotEmulator  # noqa: E402
 from connectors.hubspot.emulator_catalog import PORTAL_USERS  # noqa: E402
 from tests.fakes import delete_prefix  # noqa: E402
-from webhooks.app import create_app  # noqa: E402
 
 TOKEN, SECRET = "pat-bench-stream", "bench-stream-secret"
 OWNERS = [u[0] for u in PORTAL_USERS if not u[6]]
@@ -108,11 +106,9 @@ def main() -> None:
     if os.environ.get("REDIS_URL"):
         values["REDIS_URL"] = os.environ["REDIS_URL"]
     settings = Settings(values)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per webhook batch
     queue = RealtimeQueue(connect(settings), prefix)
-    app = create_app(settings, queue=queue)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    served = ExitStack()
+    base_url = served.enter_context(receiver(settings, queue))  # no access log line per webhook batch
     workers = []
     try:
         factory = lambda crm, s, redis=None: get_connector(crm, s.values, redis=redis)  # noqa: E731  (what `baton worker` wires in)
@@ -138,8 +134,7 @@ def main() -> None:
 
         writes = WriteBacks(str(emu.app_id))
         emu.store.listeners.append(writes)
-        emu.webhooks.configure(f"http://127.0.0.1:{server.server_port}/webhooks/hubspot", SECRET,
-                               app_id=emu.app_id)
+        emu.webhooks.configure(f"{base_url}/webhooks/hubspot", SECRET, app_id=emu.app_id)
         emu.reset_calls()
         started_at = time.time()
         rng = random.Random(1)
@@ -193,7 +188,7 @@ def main() -> None:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in workers:
             proc.wait(timeout=30)
-        server.shutdown()
+        served.close()
         emu.stop()
         delete_prefix(queue.redis, prefix)
 

