@@ -48,7 +48,7 @@ sys.path.insert(0, ROOT)
 from adapter import worker as worker_module  # noqa: E402
 from adapter.manifest import load_manifest  # noqa: E402
 from adapter.model import RecordRef  # noqa: E402
-from adapter.queue import RealtimeQueue, connect  # noqa: E402
+from adapter.queue import RealtimeQueue, connect, stop_embedded  # noqa: E402
 from adapter.settings import Settings  # noqa: E402
 from connectors import get_connector  # noqa: E402
 from connectors.demo import demo_policy_mapping  # noqa: E402
@@ -191,6 +191,7 @@ def main() -> None:
         served.close()
         emu.stop()
         delete_prefix(queue.redis, prefix)
+        stop_embedded(settings)  # without REDIS_URL: the benchmark's own server
 
 
 def _batch_sizes(queue: RealtimeQueue, since: float) -> list[int]:
