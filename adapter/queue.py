@@ -42,6 +42,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from adapter import queue_scripts as scripts
+from adapter.group_commit import GroupCommit
 from adapter.model import Event, RecordRef
 from adapter.settings import Settings
 
@@ -162,7 +163,7 @@ class RealtimeQueue:
         self.batch_size = batch_size
         self.drain_window = max(0.0, drain_window)
         self.rq = Queue(prefix, connection=redis, default_timeout=RECONCILE_TIMEOUT)
-        self._mark = redis.register_script(scripts.MARK)
+        self._mark = GroupCommit(redis, redis.register_script(scripts.MARK))
         self._claim = redis.register_script(scripts.CLAIM)
         self._reap = redis.register_script(scripts.REAP)
         self._lock = redis.register_script(scripts.LOCK)
@@ -202,17 +203,17 @@ class RealtimeQueue:
                 hints.append(("", f"{item.crm}:{item.object_type}", item.id))
         return self.mark_hints(hints, dedup_ttl=dedup_ttl, now=now)
 
-    def mark_hints(self, hints: Sequence[tuple[str, str, str]], *, dedup_ttl: int = DEDUP_TTL,
-                   now: float | None = None) -> MarkResult:
-        """`mark_pending` for hints already boiled down to (event key, "crm:type", id), as the
-        webhook hot path makes them (an empty key: no de-duplication). An event key is
+    def mark_hints(self, hints: Sequence[tuple[str, str, str]] | scripts.PackedHints, *,
+                   dedup_ttl: int = DEDUP_TTL, now: float | None = None) -> MarkResult:
+        """`mark_pending` for hints already boiled down to (event key, "crm:type", id), or
+        packed, as the webhook hot path makes them (an empty key: no de-duplication). An event key is
         remembered for at least `dedup_ttl` seconds (at most 1.5 times that); `now` is for tests."""
         if not hints:
             return MarkResult(0, 0, 0)
         width = max(1, -(-int(dedup_ttl) // 2))
         current = time.time() if now is None else now
         header = [self.prefix, width, repr(float(current)), DRAIN_FLAG_TTL]
-        accepted, kicked = self._mark(args=[*header, *scripts.mark_args(hints)])
+        accepted, kicked = self._mark([*header, *scripts.mark_args(hints)])
         self._enqueue_drains(kicked)
         return MarkResult(int(accepted), len(hints) - int(accepted), len(kicked))
 

@@ -143,6 +143,15 @@ def test_scan_refuses_what_normalize_refuses(payload, message):
         scan([payload])
 
 
+def _scanned_fast(body: bytes, app_id, skip_own_writes=False):
+    """`scan_batch`'s answer with its hints as a list, packed or not."""
+    fast = scan_batch(body, app_id, skip_own_writes=skip_own_writes, max_events=100)
+    if fast is None:
+        return None
+    hints, ignored, own = fast
+    return list(hints), ignored, own
+
+
 def _scanned_in_general(body: bytes, app_id, skip_own_writes=False):
     """What the receiver's general path makes of a body: `scan` of the json module's parse."""
     try:
@@ -156,7 +165,7 @@ def _scanned_in_general(body: bytes, app_id, skip_own_writes=False):
 @pytest.mark.parametrize("skip_own_writes", [False, True])
 def test_scan_batch_agrees_with_scan_or_leaves_the_body_to_it(payload, app_id, skip_own_writes):
     body = json.dumps([payload]).encode()
-    fast = scan_batch(body, app_id, skip_own_writes=skip_own_writes, max_events=100)
+    fast = _scanned_fast(body, app_id, skip_own_writes)
     if fast is not None:
         assert fast == _scanned_in_general(body, app_id, skip_own_writes)
 
@@ -174,7 +183,7 @@ def test_scan_batch_takes_the_batches_hubspot_sends():
         hubspot_event("12", event_id="e-6", portalId="62515"),  # ids as strings
     ]
     body = json.dumps(batch).encode()
-    fast = scan_batch(body, "4242", skip_own_writes=True, max_events=100)
+    fast = _scanned_fast(body, "4242", skip_own_writes=True)
     assert fast is not None and fast == _scanned_in_general(body, "4242", True)
     hints, ignored, own = fast
     assert (len(hints), ignored, own) == (4, 1, 1)
@@ -225,6 +234,45 @@ def _events(draw):
 @given(st.lists(_events(), min_size=1, max_size=5), st.sampled_from([None, "4242"]), st.booleans())
 def test_scan_batch_never_decides_otherwise_than_scan(events, app_id, skip_own_writes):
     body = json.dumps(events).encode()
-    fast = scan_batch(body, app_id, skip_own_writes=skip_own_writes, max_events=100)
+    fast = _scanned_fast(body, app_id, skip_own_writes)
     if fast is not None:
         assert fast == _scanned_in_general(body, app_id, skip_own_writes)
+
+
+_ints = st.integers(min_value=-(2 ** 63), max_value=2 ** 64)
+
+
+@st.composite
+def _plain_batches(draw):
+    """Batches of the shape HubSpot sends most: legacy subscriptions of record types, integer
+    ids of any size, sometimes a repeated event id, an own write, or a string id among them."""
+    events = []
+    for _ in range(draw(st.integers(1, 30))):
+        event = hubspot_event(draw(_ints), event_id=draw(st.one_of(_ints, st.integers(0, 3))),
+                              subscription_type=draw(st.sampled_from(
+                                  ["deal.propertyChange", "contact.creation", "company.deletion", "ticket.merge"])),
+                              portalId=draw(_ints), subscriptionId=draw(st.integers(0, 2)),
+                              occurred_at=draw(st.integers(0, 253_402_300_799_999)))
+        if draw(st.integers(0, 9)) == 0:
+            event.update(changeSource="INTEGRATION", sourceId="4242")
+        if draw(st.integers(0, 19)) == 0:
+            event["objectId"] = str(event["objectId"])
+        events.append(event)
+    return events
+
+
+@settings(max_examples=200, deadline=None)
+@given(_plain_batches(), st.sampled_from([None, "4242"]), st.booleans())
+def test_packed_batches_make_the_hints_scan_makes(events, app_id, skip_own_writes):
+    body = json.dumps(events).encode()
+    fast, general = _scanned_fast(body, app_id, skip_own_writes), _scanned_in_general(body, app_id, skip_own_writes)
+    # Packed hints come grouped by type, as the queue takes them anyway; keys are distinct.
+    assert (sorted(fast[0]), *fast[1:]) == (sorted(general[0]), *general[1:])
+
+
+def test_the_usual_batch_is_packed_in_one_group_per_type():
+    batch = [hubspot_event(i, event_id=i) for i in range(1, 4)]
+    batch.append(hubspot_event(9, event_id=9, subscription_type="contact.propertyChange"))
+    hints, _, _ = scan_batch(json.dumps(batch).encode(), max_events=100)
+    assert [pair for pair, _, _ in hints.groups] == ["hubspot:deal", "hubspot:contact"]
+    assert len(hints) == 4
