@@ -16,6 +16,7 @@ was half-applied by Baton, since each script is atomic and either ran or did not
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Sequence
 
@@ -49,11 +50,19 @@ class GroupCommit:
 
     def __init__(self, redis: Redis, script: Script):
         self._redis, self._script = redis, script
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
         self._guard = threading.Lock()
         self._queue: list[_Call] = []
         self._busy = False  # a leader's round trip is in flight
 
     def __call__(self, args: Sequence[Any]) -> Any:
+        if self._pid != os.getpid():
+            # A forked child (an rq work horse, a gunicorn worker) starts afresh, as redis-py's
+            # connection pool does: the parent's lock or queue may have been mid-use.
+            self._reset()
         call = _Call(args)
         with self._guard:
             self._queue.append(call)
@@ -67,6 +76,11 @@ class GroupCommit:
             group, self._queue = self._queue, []
         try:
             self._send(group)
+        except BaseException:  # interrupted mid round trip: the others learn it, not a None
+            for other in group:
+                if other.result is None and other.error is None:
+                    other.error = InterruptedError("the round trip carrying this call was interrupted")
+            raise
         finally:
             with self._guard:
                 if self._queue:

@@ -1,7 +1,7 @@
 """Webhook ingest benchmark: Baton's app under gunicorn (2 workers) on loopback, clients
 sending signed HubSpot batches of 100 events over keep-alive connections.
 
-    .venv/bin/python bench/ingest.py [--batches 5000] [--clients 4] [--conns 4] [--rounds 5] [--threads 8]
+    .venv/bin/python bench/ingest.py [--batches 5000] [--clients 4] [--conns 4] [--rounds 15] [--threads 8]
 
 Prints one JSON line:
   events_per_s          accepted events per second, clients sending as fast as answered
@@ -14,8 +14,9 @@ Prints one JSON line:
   redis_cpu_ms_per_batch    and the Redis server's CPU per Baton batch (the de-duplication and
                         pending sets; on this box it competes with the workers and clients)
 
-Both servers run side by side and the throughput phases alternate in rounds (median of the
-rounds is reported), so a box shared with other work skews both sides alike. Same clients,
+Both servers run side by side and the throughput phases alternate in short rounds (the median
+of the rounds is reported): the box's own speed drifts from one second to the next, and short
+alternating rounds let both sides see the same box. Same clients,
 same payloads, same gunicorn command line: 2 workers, gthread with the README's 8 threads
 each. Each server is first warmed up under the measured load's concurrency, so no round
 pays for starting threads or connections.
@@ -194,7 +195,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--conns", type=int, default=4)
     parser.add_argument("--paced-seconds", type=float, default=6.0)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating Baton/ceiling throughput rounds")
+    parser.add_argument("--rounds", type=int, default=15, help="alternating Baton/ceiling throughput rounds")
     parser.add_argument("--threads", type=int, default=8,
                         help="gunicorn gthread threads per worker, both servers (README's production line: 8)")
     args = parser.parse_args()

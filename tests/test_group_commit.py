@@ -112,3 +112,28 @@ def test_a_lost_connection_fails_every_caller_of_the_round_trip():
     assert all(isinstance(r, ConnectionError) for r in results[1:])
     with pytest.raises(ConnectionError):
         group(["k", "alone"])
+
+
+
+def test_a_forked_child_is_not_stuck_behind_its_parents_round_trip(redis_server, prefix):
+    import os
+    import signal
+
+    group = GroupCommit(redis_server, fresh_script(redis_server))
+    group._guard.acquire()  # a parent thread is mid-call when the process forks
+    pid = os.fork()
+    if pid == 0:  # the child: its own call must go through
+        code = 1
+        try:
+            code = 0 if group([f"{prefix}:n", "child"]) == b"child:1" else 1
+        finally:
+            os._exit(code)
+    group._guard.release()
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on its parent's lock")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
