@@ -165,12 +165,16 @@ def cmd_serve(args, settings: Settings) -> int:
 def cmd_worker(args, settings: Settings) -> int:
     from adapter.worker import run_worker
 
-    failed = run_worker(settings, burst=args.burst, count=args.count, connector_factory=_connector)
+    from connectors import configured_crms
+
+    failed = run_worker(settings, burst=args.burst, count=args.count, connector_factory=_connector,
+                        crms=configured_crms(settings))
     return 1 if failed else 0
 
 
 def cmd_sweep(args, settings: Settings) -> int:
-    from adapter.worker import configured_crms, sweep
+    from adapter.worker import sweep
+    from connectors import configured_crms
 
     crms = [args.crm] if args.crm else configured_crms(settings)
     if not crms:

@@ -53,6 +53,7 @@ class Runtime:
     settings: Settings
     queue: RealtimeQueue
     connector_factory: ConnectorFactory | None = None
+    crm_names: Sequence[str] | None = None
     _policy: Policy | None = None
     _connectors: dict[str, Any] = field(default_factory=dict)
 
@@ -73,7 +74,8 @@ class Runtime:
         return self._connectors[crm]
 
     def crms(self) -> list[str]:
-        return configured_crms(self.settings)
+        """The CRMs the periodic sweep visits: those the entry point resolved, else `BATON_CRMS`."""
+        return list(self.crm_names) if self.crm_names is not None else self.settings.get_list("BATON_CRMS")
 
 
 def _accepts_redis(factory: Callable) -> bool:
@@ -84,30 +86,15 @@ def _accepts_redis(factory: Callable) -> bool:
     return any(p.name == "redis" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-_CRM_HINTS = {
-    "hubspot": ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_CLIENT_SECRET", "HUBSPOT_APP_ID"),
-    "salesforce": ("SALESFORCE_ORG_ID", "SALESFORCE_INSTANCE_URL", "SALESFORCE_USERNAME",
-                   "BATON_SALESFORCE_OUTBOUND_TOKEN", "BATON_SALESFORCE_FLOW_SECRET"),
-}
-
-
-def configured_crms(settings: Settings) -> list[str]:
-    """CRMs this installation serves: `BATON_CRMS` (comma-separated), else every CRM with a
-    setting of its own present."""
-    listed = settings.get_list("BATON_CRMS")
-    if listed:
-        return listed
-    return [crm for crm, names in _CRM_HINTS.items() if any(settings.get(n) for n in names)]
-
-
 _runtime: Runtime | None = None
 
 
 def configure(settings: Settings, *, queue: RealtimeQueue | None = None,
-              connector_factory: ConnectorFactory | None = None) -> Runtime:
-    """Set this process's runtime (forked rq work-horses inherit it)."""
+              connector_factory: ConnectorFactory | None = None, crms: Sequence[str] | None = None) -> Runtime:
+    """Set this process's runtime (forked rq work-horses inherit it). `crms`: the CRMs this
+    installation serves, as the entry point resolved them (`connectors.configured_crms`)."""
     global _runtime
-    _runtime = Runtime(settings, queue or RealtimeQueue.from_settings(settings), connector_factory)
+    _runtime = Runtime(settings, queue or RealtimeQueue.from_settings(settings), connector_factory, crms)
     return _runtime
 
 
@@ -252,8 +239,9 @@ def _ticker(runtime: Runtime, stop: threading.Event) -> None:
             log.exception("periodic tick failed")
 
 
-def _work(settings: Settings, burst: bool, connector_factory: ConnectorFactory | None) -> bool:
-    runtime = configure(settings, connector_factory=connector_factory)
+def _work(settings: Settings, burst: bool, connector_factory: ConnectorFactory | None,
+          crms: Sequence[str] | None = None) -> bool:
+    runtime = configure(settings, connector_factory=connector_factory, crms=crms)
     queue = runtime.queue
     if burst:
         run_deadlines(queue)
@@ -273,17 +261,17 @@ def _work(settings: Settings, burst: bool, connector_factory: ConnectorFactory |
 
 
 def run_worker(settings: Settings, burst: bool = False, count: int = 1,
-               connector_factory: ConnectorFactory | None = None) -> int:
+               connector_factory: ConnectorFactory | None = None, crms: Sequence[str] | None = None) -> int:
     """Run `count` rq workers on Baton's queue (each its own process when count > 1).
 
     With `burst`, each works until the queue is empty and returns. Returns the number of
-    worker processes that exited with an error.
+    worker processes that exited with an error. `crms`: those the periodic sweep visits.
     """
     if count <= 1:
-        _work(settings, burst, connector_factory)
+        _work(settings, burst, connector_factory, crms)
         return 0
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_work, args=(settings, burst, connector_factory), name=f"baton-worker-{i}")
+    procs = [ctx.Process(target=_work, args=(settings, burst, connector_factory, crms), name=f"baton-worker-{i}")
              for i in range(count)]
     for proc in procs:
         proc.start()

@@ -15,6 +15,24 @@ CONNECTORS = {
 }
 
 
+#: Settings that only an installation of that CRM has: any of them present, and no
+#: `BATON_CRMS`, means the CRM is served.
+SETTING_HINTS = {
+    "hubspot": ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_CLIENT_SECRET", "HUBSPOT_APP_ID"),
+    "salesforce": ("SALESFORCE_ORG_ID", "SALESFORCE_INSTANCE_URL", "SALESFORCE_USERNAME",
+                   "BATON_SALESFORCE_OUTBOUND_TOKEN", "BATON_SALESFORCE_FLOW_SECRET"),
+}
+
+
+def configured_crms(settings) -> list[str]:
+    """CRMs this installation serves: `BATON_CRMS` (comma-separated), else every CRM with a
+    setting of its own present. `settings` is an `adapter.settings.Settings`."""
+    listed = settings.get_list("BATON_CRMS")
+    if listed:
+        return listed
+    return [crm for crm, names in SETTING_HINTS.items() if any(settings.get(n) for n in names)]
+
+
 def connector_class(name: str):
     try:
         target = CONNECTORS[name]

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from adapter.errors import ConfigurationError
 from adapter.queue import RealtimeQueue
 from adapter.settings import Settings
-from adapter.worker import configured_crms
+from connectors import configured_crms
 from webhooks import hubspot, salesforce
 from webhooks.inbox import MAX_BODY, Inbox, Metrics, Receiver
 
