@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
-from redis import Redis
+from redis import ConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
@@ -109,10 +111,22 @@ def stop_embedded(settings: Settings) -> None:
         return
     server = _EMBEDDED.pop(str(settings.data_dir / "redis.db"), None)
     if server is not None:
-        try:
-            server.shutdown(nosave=True)
-        except RedisError:  # already gone, or gone mid-answer
-            pass
+        shutdown_server(server)
+
+
+def shutdown_server(client: Redis) -> None:
+    """SHUTDOWN NOSAVE the server `client` talks to, and return once it has dropped the
+    connection. Not through `client` itself: redis-py would take the dropped connection for a
+    fault and retry it, with backoff, for seconds."""
+    once = Redis(connection_pool=ConnectionPool(**{**client.connection_pool.connection_kwargs,
+                                                   "retry": RedisRetry(NoBackoff(), 0)},
+                                                connection_class=client.connection_pool.connection_class))
+    try:
+        once.shutdown(nosave=True)
+    except RedisError:  # already gone
+        pass
+    finally:
+        once.close()
 
 
 def _answers(client: Redis) -> bool:

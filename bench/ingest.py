@@ -268,7 +268,7 @@ def _redis_cpu(redis) -> float:
 
 
 def _cleanup(prefix: str, data_dir: str) -> None:
-    from adapter.queue import connect
+    from adapter.queue import connect, shutdown_server
     from adapter.settings import Settings
     from tests.fakes import delete_prefix
 
@@ -276,10 +276,7 @@ def _cleanup(prefix: str, data_dir: str) -> None:
     redis = connect(settings)
     delete_prefix(redis, prefix)
     if not settings.redis_url:
-        try:
-            redis.shutdown(nosave=True)
-        except Exception:  # the embedded server goes away mid-answer
-            pass
+        shutdown_server(redis)
     shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from adapter.errors import RetriableCrmError
 from adapter.model import RecordRef
 from adapter.ports import Failure
-from adapter.queue import RealtimeQueue, embedded_redis
+from adapter.queue import RealtimeQueue, embedded_redis, shutdown_server
 from adapter.settings import Settings
 from tests.fake_crm import FakeConnector
 
@@ -58,10 +58,7 @@ def redis_server(tmp_path_factory):
     client = embedded_redis(db)
     client.db = db  # for tests that point worker processes at the same server (BATON_DATA_DIR)
     yield client
-    try:  # workers a test killed may still hold it: stop the server, not only this client
-        client.shutdown(nosave=True)
-    except RedisError:
-        pass
+    shutdown_server(client)  # workers a test killed may still hold it: stop the server itself
 
 
 def delete_prefix(redis: Redis, prefix: str) -> None:
