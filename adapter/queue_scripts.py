@@ -21,53 +21,65 @@ import orjson
 # De-duplication: event keys go into one SET per time bucket ({p}:seen:{bucket}, width W =
 # half the de-duplication TTL); a key counts as seen while it is in the current bucket or the
 # two before, so it is remembered for at least the TTL (2 W) and at most 3 W, when its bucket
-# expires. A handful of set commands per batch instead of a SET NX per event keeps Redis'
-# own CPU per webhook batch small. Returns {accepted count, "crm:type" of each drain flag
-# newly set}.
+# expires. Each accepted key is in exactly one bucket. The older buckets are asked key by key
+# (SMISMEMBER); the current one is not asked at all: SADD says how many keys it did not hold,
+# which is exact when none or all of them are duplicates, the cases webhooks produce (a first
+# delivery, a redelivery). A batch mixing new keys with keys the current bucket already held
+# has its accepted count right, but every record of the batch not found in an older bucket is
+# marked pending again: a spare reconcile, never a lost event. A handful of set commands per
+# batch keeps Redis' own CPU per webhook batch small. Returns {accepted count, "crm:type" of
+# each drain flag newly set}.
 MARK = r"""
 local p, width, now, flag_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 -- unpack() is bounded by Lua's C stack: hand Redis at most 1000 members per call.
 local function chunked(cmd, key, list, out)
+  local total = 0
   for i = 1, #list, 1000 do
     local part = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-    if out then for _, v in ipairs(part) do out[#out + 1] = v end end
+    if out then for _, v in ipairs(part) do out[#out + 1] = v end else total = total + part end
   end
+  return total
 end
 local keys = cjson.decode(ARGV[5])
-local seen, any_seen = {}, false  -- seen[i]: keys[i] was accepted before
+local old, n_old = {}, 0  -- old[i]: keys[i] is in an older bucket
+local accepted_keys = 0
 if #keys > 0 then
   local bucket = math.floor(now / width)
-  for back = 0, 2 do
+  for back = 1, 2 do
     local key = p .. ':seen:' .. (bucket - back)
     if redis.call('EXISTS', key) == 1 then
       local hits = {}
       chunked('SMISMEMBER', key, keys, hits)
       for i, hit in ipairs(hits) do
-        if hit == 1 then seen[i], any_seen = true, true end
+        if hit == 1 and not old[i] then old[i], n_old = true, n_old + 1 end
       end
     end
   end
-  local new = keys
-  if any_seen then
-    new = {}
-    for i, k in ipairs(keys) do if not seen[i] then new[#new + 1] = k end end
+  local current = p .. ':seen:' .. bucket
+  local added = chunked('SADD', current, keys)
+  if n_old > 0 then  -- keep each accepted key in one bucket only
+    local again = {}
+    for i, k in ipairs(keys) do if old[i] then again[#again + 1] = k end end
+    chunked('SREM', current, again)
   end
-  if #new > 0 then
-    local key = p .. ':seen:' .. bucket
-    chunked('SADD', key, new)
-    redis.call('EXPIREAT', key, (bucket + 3) * width)
-  end
+  redis.call('EXPIREAT', current, (bucket + 3) * width)
+  accepted_keys = added - n_old
 end
-local accepted, kicked, item = 0, {}, 0
+local accepted, kicked, item = accepted_keys, {}, 0
 for g = 6, #ARGV, 2 do
   local pair, ids = ARGV[g], cjson.decode(ARGV[g + 1])
   local fresh = ids
-  if any_seen and item < #keys then
-    fresh = {}
-    for j, id in ipairs(ids) do if not seen[item + j] then fresh[#fresh + 1] = id end end
+  if item < #keys then  -- ids of de-duplicated keys
+    if accepted_keys == 0 then
+      fresh = {}
+    elseif n_old > 0 then
+      fresh = {}
+      for j, id in ipairs(ids) do if not old[item + j] then fresh[#fresh + 1] = id end end
+    end
+  else
+    accepted = accepted + #ids  -- never de-duplicated
   end
   if #fresh > 0 then
-    accepted = accepted + #fresh
     chunked('SADD', p .. ':pending:' .. pair, fresh)
     redis.call('SADD', p .. ':pending-types', pair)
     if redis.call('SET', p .. ':drain:' .. pair, ARGV[3], 'NX', 'EX', flag_ttl) then
