@@ -104,9 +104,13 @@ class GroupCommit:
             return
         try:
             results = self._pipeline(group)
-            if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted or flushed
+            # Redis restarted or its scripts were flushed (perhaps mid-pipeline): load the
+            # script and send again only the calls that did not run.
+            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if missing:
                 self._redis.script_load(self._script.script)
-                results = self._pipeline(group)
+                for i, result in zip(missing, self._pipeline([group[i] for i in missing])):
+                    results[i] = result
         except Exception as exc:
             for call in group:
                 call.error = exc
