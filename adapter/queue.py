@@ -7,8 +7,8 @@ name of the rq queue, so several installations, or several tests, can share one 
 
 Key layout (``{p}`` is the prefix, ``{ref}`` a `RecordRef.key` such as ``hubspot:deal:42``)::
 
-    {p}:seen:{bucket}              SET     event keys of accepted webhook deliveries, one set per
-                                           24 h bucket; a key counts for 48-72 h
+    {p}:seen:{day}                 SET     event keys of accepted webhook deliveries, one set per
+                                           day the events occurred; kept 48 h after its last use
     {p}:pending:{crm}:{type}       SET     record ids waiting to be reconciled
     {p}:pending-types              SET     "{crm}:{type}" of every pending set ever used
     {p}:drain:{crm}:{type}         STRING  single-flight flag: a drain job is queued (60 s TTL)
@@ -218,22 +218,23 @@ class RealtimeQueue:
         hints = []
         for item in events:
             if isinstance(item, Event):
-                hints.append((item.key, f"{item.crm}:{item.object_type}", item.object_id))
+                occurred = None if item.occurred_at is None else round(_epoch(item.occurred_at) * 1000)
+                hints.append((item.key, f"{item.crm}:{item.object_type}", item.object_id, occurred))
             else:
-                hints.append(("", f"{item.crm}:{item.object_type}", item.id))
+                hints.append(("", f"{item.crm}:{item.object_type}", item.id, None))
         return self.mark_hints(hints, dedup_ttl=dedup_ttl, now=now)
 
-    def mark_hints(self, hints: Sequence[tuple[str, str, str]] | scripts.PackedHints, *,
+    def mark_hints(self, hints: Sequence[scripts.Hint] | scripts.PackedHints, *,
                    dedup_ttl: int = DEDUP_TTL, now: float | None = None) -> MarkResult:
-        """`mark_pending` for hints already boiled down to (event key, "crm:type", id), or
-        packed, as the webhook hot path makes them (an empty key: no de-duplication). An event key is
-        remembered for at least `dedup_ttl` seconds (at most 1.5 times that); `now` is for tests."""
+        """`mark_pending` for events already boiled down to `queue_scripts.Hint`s, or packed,
+        as the webhook hot path makes them. An event key is remembered for at least
+        `dedup_ttl` seconds after its last delivery. `now` (epoch s) places the events that do
+        not say when they occurred; it is for tests."""
         if not hints:
             return MarkResult(0, 0, 0)
-        width = max(1, -(-int(dedup_ttl) // 2))
         current = time.time() if now is None else now
-        header = [self.prefix, width, repr(float(current)), DRAIN_FLAG_TTL]
-        accepted, kicked = self._mark([*header, *scripts.mark_args(hints)])
+        header = [self.prefix, int(dedup_ttl), repr(float(current)), DRAIN_FLAG_TTL]
+        accepted, kicked = self._mark([*header, *scripts.mark_args(hints, current)])
         self._enqueue_drains(kicked)
         return MarkResult(int(accepted), len(hints) - int(accepted), len(kicked))
 

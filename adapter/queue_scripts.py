@@ -11,85 +11,58 @@ from typing import Sequence
 
 import orjson
 
-# ARGV: prefix, de-duplication bucket width (s), now (epoch s), drain flag ttl, a JSON array
-# of the event keys to de-duplicate (distinct), then pairs of "crm:type" and a JSON array of
-# record ids. The first ids, across pairs, are those of the event keys, one for one and in
-# order; ids after them are never de-duplicated. Arrays decoded by cjson, in C, cost a
-# fraction of splitting a packed string in Lua, and a fraction on the client of passing
-# every key and id as an argument of its own.
+#: One de-duplication set per day of occurrence: every delivery of an event names the same
+#: `occurredAt`, so it meets the same set, whichever day it arrives.
+SEEN_BUCKET_MS = 24 * 3600 * 1000
+
+# ARGV: prefix, de-duplication TTL (s), now (epoch s), drain flag ttl, a JSON array of the
+# event keys to de-duplicate (distinct), then triples: "crm:type", the de-duplication bucket
+# of its keys ("" for ids never de-duplicated) and a JSON array of record ids. The keys are
+# those of the keyed triples' ids, one for one and in order. Arrays decoded by cjson, in C,
+# cost a fraction of splitting a packed string in Lua, and a fraction on the client of
+# passing every key and id as an argument of its own.
 #
-# De-duplication: event keys go into one SET per time bucket ({p}:seen:{bucket}, width W =
-# half the de-duplication TTL); a key counts as seen while it is in the current bucket or the
-# two before, so it is remembered for at least the TTL (2 W) and at most 3 W, when its bucket
-# expires. Each accepted key is in exactly one bucket. The older buckets are asked key by key
-# (SMISMEMBER); the current one is not asked at all: SADD says how many keys it did not hold,
-# which is exact when none or all of them are duplicates, the cases webhooks produce (a first
-# delivery, a redelivery). A batch mixing new keys with keys the current bucket already held
-# has its accepted count right, but every record of the batch not found in an older bucket is
-# marked pending again: a spare reconcile, never a lost event. A handful of set commands per
-# batch keeps Redis' own CPU per webhook batch small. Returns {accepted count, "crm:type" of
-# each drain flag newly set}.
+# De-duplication: a triple's keys go into the set of their bucket ({p}:seen:{bucket}, the
+# day the events occurred, see `SEEN_BUCKET_MS`) with one SADD, which says how many it did
+# not hold; each use pushes the set's expiry to the TTL from now, so a key is remembered for
+# at least the TTL after its last delivery. No key is ever looked up on its own. The count of
+# accepted events is exact; a triple whose keys were all held before marks nothing pending
+# (a redelivery), one with any new key marks all its records (a batch mixing new events with
+# redelivered ones costs a spare reconcile, never a lost event). Returns {accepted count,
+# "crm:type" of each drain flag newly set}.
 MARK = r"""
-local p, width, now, flag_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local p, ttl, flag_ttl = ARGV[1], ARGV[2], ARGV[4]
 -- unpack() is bounded by Lua's C stack: hand Redis at most 1000 members per call.
-local function chunked(cmd, key, list, out)
+local function chunked(cmd, key, list, first, last)
   local total = 0
-  for i = 1, #list, 1000 do
-    local part = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-    if out then for _, v in ipairs(part) do out[#out + 1] = v end else total = total + part end
+  for i = first, last, 1000 do
+    total = total + redis.call(cmd, key, unpack(list, i, math.min(i + 999, last)))
   end
   return total
 end
 local keys = cjson.decode(ARGV[5])
-local old, n_old = {}, 0  -- old[i]: keys[i] is in an older bucket
-local accepted_keys = 0
-if #keys > 0 then
-  local bucket = math.floor(now / width)
-  for back = 1, 2 do
-    local key = p .. ':seen:' .. (bucket - back)
-    if redis.call('EXISTS', key) == 1 then
-      local hits = {}
-      chunked('SMISMEMBER', key, keys, hits)
-      for i, hit in ipairs(hits) do
-        if hit == 1 and not old[i] then old[i], n_old = true, n_old + 1 end
-      end
-    end
+local accepted, kicked, item = 0, {}, 0
+for g = 6, #ARGV, 3 do
+  local pair, bucket, ids = ARGV[g], ARGV[g + 1], cjson.decode(ARGV[g + 2])
+  local fresh = #ids
+  if bucket ~= '' then
+    local seen = p .. ':seen:' .. bucket
+    fresh = chunked('SADD', seen, keys, item + 1, item + #ids)
+    redis.call('EXPIRE', seen, ttl)
+    item = item + #ids
   end
-  local current = p .. ':seen:' .. bucket
-  local added = chunked('SADD', current, keys)
-  if n_old > 0 then  -- keep each accepted key in one bucket only
-    local again = {}
-    for i, k in ipairs(keys) do if old[i] then again[#again + 1] = k end end
-    chunked('SREM', current, again)
-  end
-  redis.call('EXPIREAT', current, (bucket + 3) * width)
-  accepted_keys = added - n_old
-end
-local accepted, kicked, item = accepted_keys, {}, 0
-for g = 6, #ARGV, 2 do
-  local pair, ids = ARGV[g], cjson.decode(ARGV[g + 1])
-  local fresh = ids
-  if item < #keys then  -- ids of de-duplicated keys
-    if accepted_keys == 0 then
-      fresh = {}
-    elseif n_old > 0 then
-      fresh = {}
-      for j, id in ipairs(ids) do if not old[item + j] then fresh[#fresh + 1] = id end end
-    end
-  else
-    accepted = accepted + #ids  -- never de-duplicated
-  end
-  if #fresh > 0 then
-    chunked('SADD', p .. ':pending:' .. pair, fresh)
+  accepted = accepted + fresh
+  if fresh > 0 then
+    chunked('SADD', p .. ':pending:' .. pair, ids, 1, #ids)
     redis.call('SADD', p .. ':pending-types', pair)
     if redis.call('SET', p .. ':drain:' .. pair, ARGV[3], 'NX', 'EX', flag_ttl) then
       kicked[#kicked + 1] = pair
     end
   end
-  item = item + #ids
 end
 return {accepted, kicked}
 """
+
 
 # KEYS: pending, claimed. ARGV: count, lease expiry, lock key prefix ("{p}:lock:{crm}:{type}:").
 # Pops ids into the claimed set, except ids whose record is locked by a running job: those
@@ -165,44 +138,55 @@ return refs
 #: All the bytes orjson writes for arrays of arrays of integers.
 _INTEGER_ARRAY_BYTES = b"0123456789-,[]"
 
+#: (de-duplication key, "crm:type", record id, when the event occurred in epoch ms or None):
+#: what `MARK` needs of an event. An empty key: never de-duplicated.
+Hint = tuple[str, str, str, "int | None"]
+
+
+def seen_bucket(occurred_ms: int | None, now: float) -> str:
+    """The de-duplication set of an event: the day it occurred, else the day it arrived."""
+    return str((occurred_ms if occurred_ms is not None else int(now * 1000)) // SEEN_BUCKET_MS)
+
 
 class PackedHints:
     """A batch's hints already in `MARK`'s argument format, made by `pack_numeric_hints`: for
-    each "crm:type", a JSON array of event keys and one of their record ids, in the same order,
-    no key twice in the batch. Iterating gives the (event key, "crm:type", id) hints it stands
+    each "crm:type" and day of occurrence, a JSON array of event keys and one of their record
+    ids, in the same order, no key twice in the batch. Iterating gives the `Hint`s it stands
     for; `len` is their number."""
 
     __slots__ = ("groups", "count")
 
-    def __init__(self, groups: Sequence[tuple[str, bytes, bytes]], count: int):
-        self.groups, self.count = groups, count
+    def __init__(self, groups: Sequence[tuple[str, str, bytes, bytes, list[int]]], count: int):
+        self.groups, self.count = groups, count  # (pair, bucket, keys, ids, occurred ms)
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self):
-        for pair, keys, ids in self.groups:
-            for key, record_id in zip(orjson.loads(keys), orjson.loads(ids)):
-                yield key, pair, record_id
+        for pair, _, keys, ids, occurred in self.groups:
+            for key, record_id, at in zip(orjson.loads(keys), orjson.loads(ids), occurred):
+                yield key, pair, record_id, at
 
     def __repr__(self) -> str:
         return f"PackedHints({list(self)!r})"
 
     def mark_args(self) -> list:
         if len(self.groups) == 1:
-            keys = self.groups[0][1]
+            keys = self.groups[0][2]
         else:  # the key arrays joined, group after group, as the script reads them
-            keys = b"[" + b",".join(group_keys[1:-1] for _, group_keys, _ in self.groups) + b"]"
+            keys = b"[" + b",".join(group[2][1:-1] for group in self.groups) + b"]"
         args = [keys]
-        for pair, _, ids in self.groups:
-            args += (pair, ids)
+        for pair, bucket, _, ids, _ in self.groups:
+            args += (pair, bucket, ids)
         return args
 
 
-def pack_numeric_hints(key_prefix: str, rows_by_pair: dict[str, list[tuple]], id_column: int) -> PackedHints | None:
+def pack_numeric_hints(key_prefix: str, rows_by_pair: dict[str, list[tuple]], id_column: int,
+                       occurred_column: int) -> PackedHints | None:
     """`PackedHints` for events whose every key part is an integer: each row's event key is
     `key_prefix` followed by the row's integers joined by ":", its record id the integer at
-    `id_column`. Rows are distinct and non-empty. None if a value is anything but an `int`.
+    `id_column`, when it occurred (epoch ms) the one at `occurred_column`. Rows are distinct
+    and non-empty. None if a value is anything but an `int`.
 
     The webhook hot path's bottleneck is turning integers into strings, hundreds per batch, in
     Python; orjson does it in C, and a few byte replacements turn its arrays of numbers into
@@ -219,38 +203,49 @@ def pack_numeric_hints(key_prefix: str, rows_by_pair: dict[str, list[tuple]], id
             return None
         if numbers.translate(None, _INTEGER_ARRAY_BYTES):  # a string, float, bool or null
             return None
-        keys = numbers.replace(b",", b":").replace(b"]:[", b'","' + prefix)
-        ids = orjson.dumps([row[id_column] for row in rows])[1:-1].replace(b",", b'","')
-        groups.append((pair, b'["' + prefix + keys + b'"]', b'["' + ids + b'"]'))
+        occurred = [row[occurred_column] for row in rows]
+        first, last = min(occurred) // SEEN_BUCKET_MS, max(occurred) // SEEN_BUCKET_MS
+        if first == last:
+            keys = numbers.replace(b",", b":").replace(b"]:[", b'","' + prefix)
+            ids = orjson.dumps([row[id_column] for row in rows])[1:-1].replace(b",", b'","')
+            groups.append((pair, str(first), b'["' + prefix + keys + b'"]', b'["' + ids + b'"]', occurred))
+        else:  # the batch spans midnight: one group per day
+            days: dict[int, list[tuple]] = {}
+            for row in rows:
+                days.setdefault(row[occurred_column] // SEEN_BUCKET_MS, []).append(row)
+            for day_rows in days.values():
+                groups += pack_numeric_hints(key_prefix, {pair: day_rows}, id_column, occurred_column).groups
         count += len(rows)
     return PackedHints(groups, count)
 
 
-def mark_args(hints: Sequence[tuple[str, str, str]] | PackedHints) -> list:
-    """`MARK`'s arguments after the header, for (event key, "crm:type", id) hints. A hint that
-    repeats an event key already in `hints` is left out: the first one counts, and the script's
-    accepted count makes the others duplicates."""
+def mark_args(hints: Sequence[Hint] | PackedHints, now: float) -> list:
+    """`MARK`'s arguments after the header, for `Hint`s (`now`, epoch s: the arrival of those
+    that do not say when they occurred). A hint that repeats an event key already in `hints`
+    is left out: the first one counts, and the script's accepted count makes the others
+    duplicates."""
     if isinstance(hints, PackedHints):
         return hints.mark_args()
-    keyed: dict[str, tuple[list[str], list[str]]] = {}  # crm:type -> (event keys, their ids)
+    keyed: dict[tuple[str, str], tuple[list[str], list[str]]] = {}  # (crm:type, bucket) -> (keys, ids)
     plain: dict[str, list[str]] = {}  # crm:type -> ids never de-duplicated
     firsts: set[str] = set()
-    for seen, pair, record_id in hints:
-        if not seen:
+    for key, pair, record_id, occurred_ms in hints:
+        if not key:
             plain.setdefault(pair, []).append(record_id)
-        elif seen not in firsts:
-            firsts.add(seen)
-            group = keyed.get(pair)
+        elif key not in firsts:
+            firsts.add(key)
+            where = (pair, seen_bucket(occurred_ms, now))
+            group = keyed.get(where)
             if group is None:
-                group = keyed[pair] = ([], [])
-            group[0].append(seen)
+                group = keyed[where] = ([], [])
+            group[0].append(key)
             group[1].append(record_id)
     keys, groups = [], []
-    for pair, (pair_keys, ids) in keyed.items():
-        keys += pair_keys
-        groups += (pair, _json(ids))
+    for (pair, bucket), (group_keys, ids) in keyed.items():
+        keys += group_keys
+        groups += (pair, bucket, _json(ids))
     for pair, ids in plain.items():
-        groups += (pair, _json(ids))
+        groups += (pair, "", _json(ids))
     return [_json(keys), *groups]
 
 

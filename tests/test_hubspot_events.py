@@ -123,7 +123,10 @@ def test_scan_agrees_with_normalize(payload, app_id):
     if event is None:
         assert (hints, ignored, own) == ([], 1, 0)
     else:
-        assert hints == [(event.key, f"{event.crm}:{event.object_type}", event.object_id)] and ignored == 0
+        # when it occurred, in epoch ms, as the queue reads it off an `Event`
+        occurred = None if event.occurred_at is None else round(event.occurred_at.timestamp() * 1000)
+        assert hints == [(event.key, f"{event.crm}:{event.object_type}", event.object_id, occurred)]
+        assert ignored == 0
         assert own == int(is_own_write(event, app_id))
         skipped, _, _ = scan([payload], app_id, skip_own_writes=True)
         assert skipped == ([] if own else hints)
@@ -274,5 +277,5 @@ def test_the_usual_batch_is_packed_in_one_group_per_type():
     batch = [hubspot_event(i, event_id=i) for i in range(1, 4)]
     batch.append(hubspot_event(9, event_id=9, subscription_type="contact.propertyChange"))
     hints, _, _ = scan_batch(json.dumps(batch).encode(), max_events=100)
-    assert [pair for pair, _, _ in hints.groups] == ["hubspot:deal", "hubspot:contact"]
+    assert [group[0] for group in hints.groups] == ["hubspot:deal", "hubspot:contact"]
     assert len(hints) == 4

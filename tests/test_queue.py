@@ -6,7 +6,7 @@ from redis import ConnectionPool, Redis
 from rq.connections import parse_connection
 
 from adapter.model import Event, RecordRef
-from adapter.queue import BATCH_SIZE, CLAIM_LEASE, DEDUP_TTL, RealtimeQueue, connect, stop_embedded
+from adapter.queue import BATCH_SIZE, CLAIM_LEASE, RealtimeQueue, connect, stop_embedded
 from adapter.settings import Settings
 from tests.fakes import prefix, queue, redis_server  # noqa: F401
 
@@ -38,12 +38,15 @@ def test_refs_are_never_deduplicated(queue):
     assert members(queue) == ["1"]
 
 
+def hint(key, record_id, object_type="deal", occurred=None):
+    return (key, f"hubspot:{object_type}", str(record_id), occurred)
+
+
 def test_mark_hints_mixes_keyed_and_plain_hints_of_several_types(queue):
-    hints = [("k1", "hubspot:deal", "1"), ("", "hubspot:deal", "2"), ("k2", "hubspot:contact", "3"),
-             ("k1", "hubspot:deal", "1"), ("", "hubspot:ticket", "4")]
+    hints = [hint("k1", 1), hint("", 2), hint("k2", 3, "contact"), hint("k1", 1), hint("", 4, "ticket")]
     result = queue.mark_hints(hints)
     assert (result.accepted, result.duplicates, result.drains_enqueued) == (4, 1, 3)
-    again = queue.mark_hints([("k2", "hubspot:contact", "3"), ("k3", "hubspot:contact", "5"), ("", "hubspot:deal", "2")])
+    again = queue.mark_hints([hint("k2", 3, "contact"), hint("k3", 5, "contact"), hint("", 2)])
     assert (again.accepted, again.duplicates, again.drains_enqueued) == (2, 1, 0)
     assert members(queue) == ["1", "2"] and members(queue, object_type="contact") == ["3", "5"]
     assert members(queue, object_type="ticket") == ["4"]
@@ -51,39 +54,56 @@ def test_mark_hints_mixes_keyed_and_plain_hints_of_several_types(queue):
 
 def test_event_keys_are_compared_exactly(queue):
     keys = ["a\tb", "a b", "a\nb", 'q"u\\o', "\u00e9", "\ud800"]  # separators, escapes, a lone surrogate
-    assert queue.mark_hints([(k, "hubspot:deal", str(i)) for i, k in enumerate(keys)]).accepted == len(keys)
-    assert queue.mark_hints([(k, "hubspot:deal", "x") for k in keys]).duplicates == len(keys)
+    assert queue.mark_hints([hint(k, i) for i, k in enumerate(keys)]).accepted == len(keys)
+    assert queue.mark_hints([hint(k, "x") for k in keys]).duplicates == len(keys)
     assert members(queue) == [str(i) for i in range(len(keys))]
 
 
-def test_a_key_is_remembered_across_buckets_and_counted_once(queue):
-    width = DEDUP_TTL // 2
-    start = (int(time.time()) // width + 1) * width + 10  # early in the next bucket
-    deal = lambda key, i: (key, "hubspot:deal", str(i))  # noqa: E731
-    assert queue.mark_hints([deal("a", 1)], now=start).accepted == 1
+OCCURRED = 1_763_305_200_000  # 2025-11-16 15:00 UTC, epoch ms
+
+
+def test_a_redelivery_meets_its_event_whatever_day_it_arrives(queue):
+    assert queue.mark_hints([hint("a", 1, occurred=OCCURRED)]).accepted == 1
     queue.redis.delete(queue.pending_key("hubspot", "deal"))  # drained
-    next_day = queue.mark_hints([deal("a", 1), deal("b", 2)], now=start + width)
-    assert (next_day.accepted, next_day.duplicates) == (1, 1) and members(queue) == ["2"]
-    again = queue.mark_hints([deal("a", 1), deal("b", 2)], now=start + width + 60)
-    assert (again.accepted, again.duplicates) == (0, 2)  # "a" was not copied into the new bucket
-    assert queue.mark_hints([deal("a", 1)], now=start + 2 * width).duplicates == 1  # 48 h on: still known
-    assert queue.mark_hints([deal("a", 1)], now=start + 3 * width).accepted == 1  # its bucket is out of reach
+    for days in (1, 2, 30):  # HubSpot retries for a day; any later delivery meets it too
+        late = queue.mark_hints([hint("a", 1, occurred=OCCURRED)], now=time.time() + days * 86400)
+        assert (late.accepted, late.duplicates) == (0, 1)
+    assert members(queue) == []
+    # The next event of that day is new, and lands in the same day's set.
+    assert queue.mark_hints([hint("b", 2, occurred=OCCURRED + 1)]).accepted == 1
+    assert queue.redis.scard(f"{queue.prefix}:seen:{OCCURRED // 86_400_000}") == 2
+
+
+def test_each_use_keeps_a_days_keys_for_the_ttl_from_then(queue):
+    seen = f"{queue.prefix}:seen:{OCCURRED // 86_400_000}"
+    queue.mark_hints([hint("a", 1, occurred=OCCURRED)], dedup_ttl=100)
+    assert 98 <= queue.redis.ttl(seen) <= 100
+    queue.redis.expire(seen, 5)  # time passes
+    queue.mark_hints([hint("a", 1, occurred=OCCURRED)], dedup_ttl=100)  # a redelivery: still a use
+    assert 98 <= queue.redis.ttl(seen) <= 100
+
+
+def test_events_that_do_not_say_when_they_occurred_meet_the_day_they_arrive(queue):
+    now = time.time()
+    assert queue.mark_hints([hint("a", 1)], now=now).accepted == 1
+    assert queue.mark_hints([hint("a", 1)], now=now).duplicates == 1
+    assert queue.mark_hints([hint("a", 1)], now=now + 86400).accepted == 1
 
 
 def test_a_batch_mixing_new_and_redelivered_keys_is_counted_exactly_and_loses_nothing(queue):
-    queue.mark_hints([("a", "hubspot:deal", "1")])
+    queue.mark_hints([hint("a", 1, occurred=OCCURRED)])
     queue.redis.delete(queue.pending_key("hubspot", "deal"))  # drained
-    mixed = queue.mark_hints([("a", "hubspot:deal", "1"), ("b", "hubspot:deal", "2")])
+    mixed = queue.mark_hints([hint("a", 1, occurred=OCCURRED), hint("b", 2, occurred=OCCURRED)])
     assert (mixed.accepted, mixed.duplicates) == (1, 1)
-    # "2" is pending; "1" may be again (the script cannot tell which key the current bucket
-    # held without asking it key by key): a spare reconcile at worst, never a missed one.
-    assert "2" in members(queue)
+    # "2" is pending; so is "1" again (one SADD per batch says how many keys were new, not
+    # which): a spare reconcile at worst, never a missed one.
+    assert members(queue) == ["1", "2"]
 
 
 def test_more_than_a_thousand_hints_in_one_call(queue):
-    hints = [(f"k{i}", "hubspot:deal", str(i)) for i in range(2500)]
+    hints = [hint(f"k{i}", i) for i in range(2500)]
     assert queue.mark_hints(hints[:1200]).accepted == 1200
-    result = queue.mark_hints(hints + [("", "hubspot:deal", str(i)) for i in range(3000, 4500)])
+    result = queue.mark_hints(hints + [hint("", i) for i in range(3000, 4500)])
     assert (result.accepted, result.duplicates) == (2800, 1200)
     assert queue.redis.scard(queue.pending_key("hubspot", "deal")) == 4000
 

@@ -28,8 +28,7 @@ from redis.exceptions import RedisError
 from adapter.errors import MalformedWebhook, WebhookVerificationError
 from adapter.model import Event
 from adapter.queue import MarkResult, RealtimeQueue
-
-Hint = tuple[str, str, str]
+from adapter.queue_scripts import Hint
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,8 @@ class Parsed:
     """What a receiver found in a verified body.
 
     A receiver gives either `events` (normalised `Event`s), or `hints` — (event key,
-    "crm:type", record id) per event, all the queue needs — with `make_events` to build the
-    `Event`s only if someone asks for them (the HubSpot hot path).
+    "crm:type", record id, when it occurred) per event, all the queue needs — with
+    `make_events` to build the `Event`s only if someone asks for them (the HubSpot hot path).
     """
 
     __slots__ = ("_events", "_make_events", "hints", "ignored", "own_writes", "context")

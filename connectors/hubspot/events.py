@@ -26,7 +26,7 @@ import msgspec
 
 from adapter.errors import MalformedWebhook
 from adapter.model import Event
-from adapter.queue_scripts import PackedHints, pack_numeric_hints
+from adapter.queue_scripts import Hint, PackedHints, pack_numeric_hints
 
 from .fields import ACTIVITY_TYPE_IDS, CRM, OBJECT_TYPE_IDS, OWNER_PROPERTY
 
@@ -151,8 +151,6 @@ _PAIRS = {object_type: f"{CRM}:{object_type}" for object_type in (*LEGACY_OBJECT
 #: occurredAt values (epoch ms) `occurred_at` surely accepts: 1970-01-01 .. 9999-12-31.
 _MAX_MS = 253_402_300_799_999
 
-#: (de-duplication key, "crm:object_type", record id): what the queue needs from an event.
-Hint = tuple[str, str, str]
 
 
 def scan(payloads: list, app_id: str | None = None, *, skip_own_writes: bool = False) -> tuple[list[Hint], int, int]:
@@ -189,7 +187,8 @@ def scan(payloads: list, app_id: str | None = None, *, skip_own_writes: bool = F
         object_id = _object_id(payload) if object_id is None or object_id == "" else str(object_id)
         at = get("occurredAt")
         if not (type(at) is int and 0 <= at <= _MAX_MS):
-            occurred_at(at)  # raises MalformedWebhook exactly where `normalize` would
+            # raises MalformedWebhook exactly where `normalize` would; its datetime, in ms
+            at = None if occurred_at(at) is None else int(at)
         if app is not None:
             source = get("changeSource")
             if isinstance(source, str) and source in APP_CHANGE_SOURCES:
@@ -200,7 +199,7 @@ def scan(payloads: list, app_id: str | None = None, *, skip_own_writes: bool = F
                         continue
         hints.append((
             f"{CRM}:{get('portalId', '')}:{get('subscriptionId', '')}:{get('eventId', '')}:{object_id}:{get('occurredAt', '')}",
-            pairs[object_type], object_id,
+            pairs[object_type], object_id, at,
         ))
     return hints, ignored, own
 
@@ -283,7 +282,7 @@ def scan_batch(body: bytes, app_id: str | None = None, *, skip_own_writes: bool 
         if prefix is None:
             prefix = key_prefixes[source] = f"{CRM}:{event.portalId}:{event.subscriptionId}:"
         object_id = str(object_id)
-        append((f"{prefix}{event.eventId}:{object_id}:{at}", pairs[object_type], object_id))
+        append((f"{prefix}{event.eventId}:{object_id}:{at}", pairs[object_type], object_id, at))
     return hints, ignored, own
 
 
@@ -312,4 +311,4 @@ def _pack_plain_batch(events: list[WebhookEvent], app_id: str | None) -> PackedH
         by_pair = {}
         for object_type, row in zip(object_types, rows):
             by_pair.setdefault(_PAIRS[object_type], []).append(row)
-    return pack_numeric_hints(f"{CRM}:", by_pair, id_column=3)
+    return pack_numeric_hints(f"{CRM}:", by_pair, id_column=3, occurred_column=4)
