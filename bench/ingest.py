@@ -1,7 +1,7 @@
 """Webhook ingest benchmark: Baton's app under gunicorn (2 workers) on loopback, clients
 sending signed HubSpot batches of 100 events over keep-alive connections.
 
-    .venv/bin/python bench/ingest.py [--batches 5000] [--clients 4] [--conns 4] [--rounds 15] [--threads 8]
+    .venv/bin/python bench/ingest.py [--batches 5000] [--clients 4] [--conns 4] [--rounds 15] [--threads 8] [--prefill N]
 
 Prints one JSON line:
   events_per_s          accepted events per second, clients sending as fast as answered
@@ -47,6 +47,7 @@ sys.path.insert(0, ROOT)
 from tests.fakes import sign_hubspot_v3  # noqa: E402  (the signing helper the tests use)
 
 SECRET = "bench-secret"
+FIRST_OCCURRED = 1_763_305_200_000  # epoch ms of the first event; the others follow, over a few days
 PATH = "/webhooks/hubspot"
 
 
@@ -113,7 +114,7 @@ def make_batch(seed: int, index: int, port: int) -> tuple[bytes, dict]:
     base = (seed * 1_000_000 + index) * 100
     events = [{
         "eventId": base + i, "subscriptionId": 1_900_001, "portalId": 62515, "appId": 1,
-        "occurredAt": 1_763_305_200_000 + base + i, "subscriptionType": "deal.propertyChange",
+        "occurredAt": FIRST_OCCURRED + base + i, "subscriptionType": "deal.propertyChange",
         "attemptNumber": 0, "objectId": (base + i) % 50_000, "propertyName": "hubspot_owner_id",
         "propertyValue": "81273646", "changeSource": "CRM_UI", "sourceId": "userId:5120001",
     } for i in range(100)]
@@ -196,6 +197,9 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=4)
     parser.add_argument("--paced-seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=15, help="alternating Baton/ceiling throughput rounds")
+    parser.add_argument("--prefill", type=int, default=0, metavar="N",
+                        help="first put N event keys in each day's de-duplication set the batches use "
+                             "(a Redis holding 48 h of traffic, as a live one does)")
     parser.add_argument("--threads", type=int, default=8,
                         help="gunicorn gthread threads per worker, both servers (README's production line: 8)")
     args = parser.parse_args()
@@ -216,6 +220,7 @@ def main() -> None:
         for target in (port, ceiling_port):
             load(target, batches=50 * args.clients * args.conns, clients=args.clients, conns=args.conns)
         redis = _redis(data_dir)
+        _prefill(redis, prefix, args.prefill, args.clients)
         ours, theirs, cpu, ceiling_cpu, redis_cpu = [], [], [], [], []
         for _ in range(rounds):
             before, redis_before = worker_cpu(baton), _redis_cpu(redis)
@@ -259,6 +264,19 @@ def _redis(data_dir: str):
     from adapter.settings import Settings
 
     return connect(Settings.from_env(BATON_DATA_DIR=data_dir))
+
+
+def _prefill(redis, prefix: str, keys_per_day: int, clients: int) -> None:
+    """Fill the de-duplication sets of the days `make_batch`'s events occur on (client `seed`
+    sends events from `seed` x 10^8 ms on)."""
+    from adapter.queue_scripts import SEEN_BUCKET_MS
+
+    first = FIRST_OCCURRED // SEEN_BUCKET_MS
+    last = (FIRST_OCCURRED + (clients + 1) * 100_000_000) // SEEN_BUCKET_MS
+    for day in range(first, last + 1):
+        for start in range(0, keys_per_day, 10_000):
+            redis.sadd(f"{prefix}:seen:{day}",
+                       *[f"hubspot:1:1:{i}:{i}:{day}" for i in range(start, min(start + 10_000, keys_per_day))])
 
 
 def _redis_cpu(redis) -> float:
