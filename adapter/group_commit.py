@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any, Sequence
 
 from redis import Redis
@@ -45,31 +46,45 @@ class _Call:
         return self.result
 
 
+#: Every GroupCommit of this process, reset in a forked child before it runs anything else.
+_INSTANCES: "weakref.WeakSet[GroupCommit]" = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for instance in list(_INSTANCES):
+        instance._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class GroupCommit:
     """Run `script` (no KEYS, only ARGV) for concurrent callers in shared pipelines."""
 
     def __init__(self, redis: Redis, script: Script):
         self._redis, self._script = redis, script
         self._reset()
+        _INSTANCES.add(self)
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
+        # A forked child (a gunicorn worker, an rq work horse) starts afresh: the parent's
+        # lock or queue may have been mid-use by a thread the child does not have.
         self._guard = threading.Lock()
         self._queue: list[_Call] = []
         self._busy = False  # a leader's round trip is in flight
 
     def __call__(self, args: Sequence[Any]) -> Any:
-        if self._pid != os.getpid():
-            # A forked child (an rq work horse, a gunicorn worker) starts afresh, as redis-py's
-            # connection pool does: the parent's lock or queue may have been mid-use.
-            self._reset()
         call = _Call(args)
         with self._guard:
             self._queue.append(call)
             leads = not self._busy
             self._busy = True
         if not leads:
-            call.wake.acquire()  # until our result arrives, or we are made the next leader
+            try:
+                call.wake.acquire()  # until our result arrives, or we are made the next leader
+            except BaseException:  # interrupted while waiting (a signal handler's exception)
+                self._abandon(call)
+                raise
             if not call.leads:
                 return call.outcome()
         with self._guard:
@@ -93,6 +108,21 @@ class GroupCommit:
                 if other is not call:
                     other.wake.release()
         return call.outcome()
+
+    def _abandon(self, call: _Call) -> None:
+        """Take back a call whose caller stopped waiting, so the queue still moves: out of the
+        queue if no leader took it yet, and leadership passed on if it had just been given it
+        (a leader that took it along sends it anyway, and nobody reads the answer)."""
+        with self._guard:
+            if call in self._queue:
+                self._queue.remove(call)
+            if call.leads:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leads = True
+                    successor.wake.release()
+                else:
+                    self._busy = False
 
     def _send(self, group: list[_Call]) -> None:
         if len(group) == 1:

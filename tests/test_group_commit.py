@@ -137,3 +137,36 @@ def test_a_forked_child_is_not_stuck_behind_its_parents_round_trip(redis_server,
         os.waitpid(pid, 0)
         pytest.fail("the child hung on its parent's lock")
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+class Interrupted(BaseException):
+    pass
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_a_caller_interrupted_while_waiting_does_not_stall_the_queue(redis_server, prefix):
+    import signal
+
+    group = GroupCommit(redis_server, HeldFirstCall(fresh_script(redis_server)))
+    leader = threading.Thread(target=group, args=([f"{prefix}:n", "lead"],))
+    leader.start()
+    assert group._script.holding.wait(10)
+
+    def interrupt(*_):
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            group([f"{prefix}:n", "waits, then gives up"])  # queued behind the held leader
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    group._script.release.set()
+    leader.join(10)
+    later = []
+    thread = threading.Thread(target=lambda: later.append(group([f"{prefix}:n", "later"])), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert later == [b"later:1"]  # the abandoned call was taken back, never sent
