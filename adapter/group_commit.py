@@ -12,7 +12,9 @@ the previous one.
 Each call is still its own `EVALSHA`, run atomically by Redis in arrival order, with its
 own result or error, so callers see exactly what a call of their own would have given them.
 A connection failure fails every call of that pipeline (each caller gets the error; nothing
-was half-applied by Baton, since each script is atomic and either ran or did not).
+was half-applied by Baton, since each script is atomic and either ran or did not). A call
+whose arguments redis-py cannot encode fails alone: the group is then sent call by call.
+The main thread always sends its own call (see `__call__`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 
 from redis import Redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import DataError, NoScriptError
 
 __all__ = ["GroupCommit"]
 
@@ -74,6 +76,11 @@ class GroupCommit:
         self._busy = False  # a leader's round trip is in flight
 
     def __call__(self, args: Sequence[Any]) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            # The main thread has no one to share with in a threaded server (requests run on
+            # pool threads), and it alone runs signal handlers, whose exceptions (Ctrl-C, a
+            # job timeout) could land between any two steps below and strand the queue.
+            return self._script(args=args)
         call = _Call(args)
         with self._guard:
             self._queue.append(call)
@@ -133,7 +140,12 @@ class GroupCommit:
                 only.error = exc
             return
         try:
-            results = self._pipeline(group)
+            try:
+                results = self._pipeline(group)
+            except DataError:  # one call's argument redis-py cannot encode: each on its own
+                for call in group:
+                    self._send([call])
+                return
             # Redis restarted or its scripts were flushed (perhaps mid-pipeline): load the
             # script and send again only the calls that did not run.
             missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]

@@ -140,29 +140,51 @@ def test_a_forked_child_is_not_stuck_behind_its_parents_round_trip(redis_server,
 
 
 class Interrupted(BaseException):
-    pass
+    """What a gevent.Timeout or a signal handler raises in a caller that is waiting its turn."""
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
-def test_a_caller_interrupted_while_waiting_does_not_stall_the_queue(redis_server, prefix):
-    import signal
+def test_a_caller_interrupted_while_waiting_does_not_stall_the_queue(redis_server, prefix, monkeypatch):
+    import adapter.group_commit as module
+
+    class GivesUp:
+        """A wake-up the caller stops waiting for."""
+
+        def __init__(self):
+            self._lock = threading.Lock()
+
+        def acquire(self):
+            raise Interrupted()
+
+        def release(self):
+            pass
 
     group = GroupCommit(redis_server, HeldFirstCall(fresh_script(redis_server)))
     leader = threading.Thread(target=group, args=([f"{prefix}:n", "lead"],))
     leader.start()
     assert group._script.holding.wait(10)
+    real_call = module._Call
 
-    def interrupt(*_):
-        raise Interrupted()
+    class ImpatientCall(real_call):
+        __slots__ = ()
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(Interrupted):
-            group([f"{prefix}:n", "waits, then gives up"])  # queued behind the held leader
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        def __init__(self, args):
+            super().__init__(args)
+            self.wake = GivesUp()
+
+    monkeypatch.setattr(module, "_Call", ImpatientCall)
+    outcome = []
+
+    def impatient():
+        try:
+            group([f"{prefix}:n", "gives up"])  # queued behind the held leader
+        except Interrupted:
+            outcome.append("interrupted")
+
+    waiter = threading.Thread(target=impatient)
+    waiter.start()
+    waiter.join(10)
+    monkeypatch.setattr(module, "_Call", real_call)
+    assert outcome == ["interrupted"] and group._queue == []
     group._script.release.set()
     leader.join(10)
     later = []
@@ -170,3 +192,21 @@ def test_a_caller_interrupted_while_waiting_does_not_stall_the_queue(redis_serve
     thread.start()
     thread.join(10)
     assert later == [b"later:1"]  # the abandoned call was taken back, never sent
+
+
+def test_an_argument_redis_cannot_take_fails_only_its_caller(redis_server, prefix):
+    from redis.exceptions import DataError
+
+    group = GroupCommit(redis_server, HeldFirstCall(fresh_script(redis_server)))
+    results = run_grouped(group, [[f"{prefix}:n", "lead"], [f"{prefix}:n", "a"], [f"{prefix}:n", None],
+                                  [f"{prefix}:n", "b"]])
+    assert isinstance(results[2], DataError)
+    assert sorted(results[i] for i in (1, 3)) == [b"a:1", b"b:2"]
+
+
+def test_the_main_thread_sends_its_own_call(redis_server, prefix):
+    """It runs signal handlers, whose exceptions could land mid-queue; it has nobody to share with."""
+    group = GroupCommit(redis_server, HeldFirstCall(fresh_script(redis_server)))
+    group._script._first = False  # nothing held: the first call is the main thread's own
+    group._busy = True  # even while pool threads' round trips are in flight
+    assert group([f"{prefix}:n", "main"]) == b"main:1"

@@ -183,3 +183,12 @@ def test_without_public_url_the_request_url_is_signed(prefix, queue):
     headers = hubspot_headers(body, uri="http://localhost/webhooks/hubspot?portal=1")
     response = app.test_client().post("/webhooks/hubspot?portal=1", data=body, headers=headers)
     assert response.status_code == 204
+
+
+def test_ids_beyond_64_bits_stay_exact_on_the_general_path(app):
+    batch = [hubspot_event(1, event_id=2 ** 70), hubspot_event(1, event_id=2 ** 70 + 1),
+             hubspot_event(2, event_id=3, occurred_at="1763305200000")]  # a string: the typed decode declines
+    parsed = app.extensions["baton.hubspot"].parse_events(None, hubspot_body(batch))
+    keys = [hint[0] for hint in parsed.hints]
+    assert keys[:2] == [f"hubspot:62515:1900001:{2 ** 70}:1:1763305200000",
+                        f"hubspot:62515:1900001:{2 ** 70 + 1}:1:1763305200000"]

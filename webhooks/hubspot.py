@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-import orjson
+import msgspec
 from flask import Blueprint, Request, current_app, request
 
 from adapter.errors import MalformedWebhook
@@ -94,17 +94,21 @@ class HubSpotReceiver(Receiver):
 
 
 def parse_json(body: bytes):
-    """The body parsed once, by orjson; what orjson refuses but the json module reads (UTF-16,
-    NaN, integers over 64 bits) is read by the json module, so nothing HubSpot-valid is lost."""
+    """The body parsed once, by msgspec, which keeps integers of any size exact (orjson would
+    make floats of those over 64 bits, and two ids one key); what msgspec refuses but the json
+    module reads (UTF-16, NaN, lone surrogates) is read by the json module, so nothing
+    HubSpot-valid is lost."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
+        return _GENERIC_JSON.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         pass
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedWebhook(f"malformed JSON: {exc}") from None
 
+
+_GENERIC_JSON = msgspec.json.Decoder()
 
 blueprint = Blueprint("hubspot_webhooks", __name__)
 
