@@ -105,12 +105,7 @@ class GroupCommit:
             raise
         finally:
             with self._guard:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.leads = True
-                    successor.wake.release()
-                else:
-                    self._busy = False
+                self._pass_leadership()
             for other in group:
                 if other is not call:
                     other.wake.release()
@@ -124,12 +119,16 @@ class GroupCommit:
             if call in self._queue:
                 self._queue.remove(call)
             if call.leads:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.leads = True
-                    successor.wake.release()
-                else:
-                    self._busy = False
+                self._pass_leadership()
+
+    def _pass_leadership(self) -> None:
+        """To the first caller queued, woken to send the queue; or nobody leads. Under `_guard`."""
+        if self._queue:
+            successor = self._queue[0]
+            successor.leads = True
+            successor.wake.release()
+        else:
+            self._busy = False
 
     def _send(self, group: list[_Call]) -> None:
         if len(group) == 1:
