@@ -22,14 +22,21 @@ class ActivityOutcome:
     read_up_to: datetime | None = None
 
 
+def stored_after(activity: Activity, read_at: datetime) -> bool:
+    """Whether `activity` was stored after the "read up to" watermark `read_at`: compared to
+    the second, as Salesforce keeps datetimes. The rule a connector follows too when it
+    decides whose activities are worth more reads."""
+    return to_second(activity.stored_at) > to_second(read_at)
+
+
 def _unread(snapshot: Snapshot, policy: Policy, now: datetime) -> list[Activity]:
-    read_at = to_second(snapshot.field("activities_read_at"))
+    read_at = snapshot.field("activities_read_at")
     if read_at is None:
         # First sight of this record: only recent history becomes tasks, not years of notes.
         cutoff = now - timedelta(**{policy.commitment_lookback.unit: policy.commitment_lookback.amount})
         fresh = [a for a in snapshot.activities if a.at >= cutoff]
     else:
-        fresh = [a for a in snapshot.activities if to_second(a.stored_at) > read_at]
+        fresh = [a for a in snapshot.activities if stored_after(a, read_at)]
     return sorted((a for a in fresh if a.kind in MINED_KINDS and not a.source), key=lambda a: (a.at, a.id))
 
 

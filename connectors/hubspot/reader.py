@@ -22,6 +22,7 @@ from hubspot.crm.objects import BatchReadInputSimplePublicObjectId, SimplePublic
 
 from adapter.model import Activity, OwnerChange, RecordRef, Snapshot, Task, read_marker
 from adapter.ports import Failure, LoadResult
+from adapter.activities import stored_after
 from adapter.visibility import to_second
 
 from .batches import batch_errors, chunked, isolate
@@ -128,8 +129,8 @@ class Reader:
         url = {i: self.record_url(object_type, i) for i in records}
         activities = {i: self._activities(links, engagements, i, cutoffs[i], url[i]) for i in to_read}
         # Contacts and companies only matter to the tasks made from a note or email not read yet,
-        # by the core's rule (`adapter.activities`: stored after `activities_read_at`, to the
-        # second): the activity that set the stamp comes back above it by its milliseconds,
+        # by the core's rule (`adapter.activities.stored_after`: after `activities_read_at`, to
+        # the second): the activity that set the stamp comes back above it by its milliseconds,
         # and must not cost two association reads per batch.
         mining = [i for i in to_read if any(self._unread(a, fields[i].get("activities_read_at")) for a in activities[i])]
         related = {
@@ -186,7 +187,7 @@ class Reader:
     @staticmethod
     def _unread(activity: Activity, read_at: datetime | None) -> bool:
         """Whether the core may mine `activity` (on first sight, every recent one)."""
-        return activity.source is None and (read_at is None or to_second(activity.stored_at) > to_second(read_at))
+        return activity.source is None and (read_at is None or stored_after(activity, read_at))
 
     def _activities(self, links, engagements, record_id: str, cutoff: datetime, url: str | None) -> list[Activity]:
         """The record's notes, emails and calls after `cutoff`, plus Baton's own notes whatever their
