@@ -16,9 +16,8 @@ Prints one JSON line:
 
 Both servers run side by side and the throughput phases alternate in short rounds (the median
 of the rounds is reported): the box's own speed drifts from one second to the next, and short
-alternating rounds let both sides see the same box. Same clients,
-same payloads, same gunicorn command line: 2 workers, gthread with the README's 8 threads
-each. Each server is first warmed up under the measured load's concurrency, so no round
+alternating rounds let both sides see the same box. Same clients, same payloads, same
+gunicorn command line: 2 workers, gthread with the README's 8 threads each. Each server is first warmed up under the measured load's concurrency, so no round
 pays for starting threads or connections.
 
 Uses REDIS_URL when set (its own key prefix, deleted afterwards), else an embedded Redis in a
@@ -286,15 +285,13 @@ def _redis_cpu(redis) -> float:
 
 
 def _cleanup(prefix: str, data_dir: str) -> None:
-    from adapter.queue import connect, shutdown_server
+    from adapter.queue import connect, stop_embedded
     from adapter.settings import Settings
     from tests.fakes import delete_prefix
 
     settings = Settings.from_env(BATON_DATA_DIR=data_dir)
-    redis = connect(settings)
-    delete_prefix(redis, prefix)
-    if not settings.redis_url:
-        shutdown_server(redis)
+    delete_prefix(connect(settings), prefix)
+    stop_embedded(settings)
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
